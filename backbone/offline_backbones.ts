@@ -1,0 +1,103 @@
+/**
+ * The offline models the project builds itself (no model can be downloaded here): a table of
+ * recipes, each a tokenizer trained on a shipped corpus plus a seeded GPT-2-style ONNX graph.
+ * Add a model = add a row.
+ * @module
+ */
+import type { Config } from "../core/config_schema.ts";
+import { sha256 } from "../core/hash.ts";
+import { loadCorpus } from "../data/corpus.ts";
+import { trainByteLevelBpe } from "./bpe.ts";
+import { writeGpt2Folder } from "./gpt2_onnx.ts";
+import { type Gpt2Shape, randomGpt2Weights } from "./gpt2_weights.ts";
+
+/** How to build one offline model. */
+export interface OfflineRecipe {
+  /** Shipped corpus the tokenizer is trained on. */
+  corpus: Config["data"]["source"] & ("moby-dick" | "sotu");
+  vocabSize: number;
+  shape: Omit<Gpt2Shape, "vocabSize">;
+  seed: number;
+  purpose: string;
+}
+
+/** The offline models, by folder name under `backbones/`. */
+export const OFFLINE_BACKBONES: Readonly<Record<string, OfflineRecipe>> = Object
+  .freeze({
+    "tiny-gpt2-test": {
+      corpus: "moby-dick",
+      vocabSize: 512,
+      shape: { nPositions: 128, nEmbd: 32, nLayer: 2, nHead: 2 },
+      seed: 1,
+      purpose: "fast tests (< 1 MB)",
+    },
+    "tiny-gpt2": {
+      corpus: "moby-dick",
+      vocabSize: 4096,
+      shape: { nPositions: 256, nEmbd: 128, nLayer: 4, nHead: 4 },
+      seed: 2,
+      purpose: "the offline default backbone",
+    },
+    "tiny-judge": {
+      corpus: "sotu",
+      vocabSize: 4096,
+      shape: { nPositions: 256, nEmbd: 96, nLayer: 3, nHead: 4 },
+      seed: 3,
+      purpose:
+        "the offline judge LM: its own tokenizer and corpus, independent seed",
+    },
+  });
+
+/**
+ * Build one offline model into `dir` (skipped when `dir` already holds the same recipe).
+ *
+ * @param name A key of {@link OFFLINE_BACKBONES}.
+ * @param dir Output folder.
+ * @returns True when the model was (re)built.
+ */
+export async function buildOfflineBackbone(
+  name: string,
+  dir: string,
+): Promise<boolean> {
+  const recipe = OFFLINE_BACKBONES[name];
+  if (!recipe) {
+    throw new RangeError(
+      `Unknown offline model "${name}": expected one of ${
+        Object.keys(OFFLINE_BACKBONES).join(", ")
+      }`,
+    );
+  }
+  const recipeHash = await sha256(JSON.stringify(recipe));
+  const existing = await Deno.readTextFile(`${dir}/config.json`).catch(() =>
+    null
+  );
+  if (
+    existing !== null && JSON.parse(existing).lcblm?.recipe_hash === recipeHash
+  ) return false;
+  const { documents } = await loadCorpus({
+    source: recipe.corpus,
+    path: "",
+    text_column: "text",
+    label_column: "",
+    val_fraction: 0.1,
+    split_seed: 0,
+    max_documents: 0,
+  });
+  const tokenizer = trainByteLevelBpe(documents.map((d) => d.text), {
+    vocabSize: recipe.vocabSize,
+  });
+  const shape = { ...recipe.shape, vocabSize: recipe.vocabSize };
+  await writeGpt2Folder(
+    dir,
+    shape,
+    randomGpt2Weights(shape, recipe.seed),
+    tokenizer,
+    {
+      name,
+      recipe,
+      recipe_hash: recipeHash,
+      weights: "random (GPT-2 init)",
+    },
+  );
+  return true;
+}

@@ -1,0 +1,135 @@
+/**
+ * The one configuration schema: types, defaults, allowed values and a one-line doc per key.
+ * Everything else derives from it: config.toml validation, `--section.key=value` flags, the
+ * resolved config saved beside every artifact, and the README's key table.
+ * @module
+ */
+import z from "zod";
+
+const positiveInt = () => z.number().int().min(1);
+
+/** `[run]`: where artifacts go and which seeds every trained model repeats over. */
+export const RunSchema = z.object({
+  dir: z.string().min(1).default("runs/default").describe(
+    "Run directory; every stage writes only under it",
+  ),
+  seeds: z.array(z.number().int().min(0)).min(1).default([0, 1, 2]).describe(
+    "Seeds every trained model repeats over (at least 3 for reported figures)",
+  ),
+}).strict();
+
+/** `[backbone]`: the frozen causal LM and the judge LM. */
+export const BackboneSchema = z.object({
+  model: z.string().min(1).default("backbones/tiny-gpt2").describe(
+    "Backbone: a local HF-format folder with onnx/model.onnx, or a Hub model id",
+  ),
+  judge: z.string().min(1).default("backbones/tiny-judge").describe(
+    "Judge LM for perplexity of generated text; must differ from the backbone",
+  ),
+  allow_remote: z.boolean().default(false).describe(
+    "Allow fetching a Hub model id (only `deno task fetch` has network access)",
+  ),
+  cache_dir: z.string().min(1).default("backbones/hub").describe(
+    "Where `deno task fetch` stores Hub models",
+  ),
+}).strict();
+
+/** `[data]`: the corpus and its train/validation split (by document). */
+export const DataSchema = z.object({
+  source: z.enum(["moby-dick", "sotu", "txt", "jsonl", "csv"]).default(
+    "moby-dick",
+  ).describe(
+    "Corpus: a shipped npm corpus, a folder of .txt files, or a .jsonl/.csv file",
+  ),
+  path: z.string().default("").describe(
+    "File or folder for txt, jsonl and csv sources",
+  ),
+  text_column: z.string().min(1).default("text").describe(
+    "Text field of jsonl/csv rows",
+  ),
+  label_column: z.string().default("").describe(
+    "Optional label field of jsonl/csv rows (empty: no labels)",
+  ),
+  val_fraction: z.number().gt(0).lt(1).default(0.1).describe(
+    "Fraction of documents held out for validation",
+  ),
+  split_seed: z.number().int().min(0).default(0).describe(
+    "Seed of the document split",
+  ),
+  max_documents: z.number().int().min(0).default(0).describe(
+    "Use only the first N documents (0: all)",
+  ),
+}).strict();
+
+/** `[extract]`: tokenisation windows and the HDF5 layout of stored embeddings. */
+export const ExtractSchema = z.object({
+  max_length: positiveInt().max(1_000_000).default(128).describe(
+    "Tokens per window fed to the backbone",
+  ),
+  stride: z.number().int().min(0).default(0).describe(
+    "0: truncate each document to one window; N: windows advance N tokens and each token is stored once",
+  ),
+  add_bos: z.boolean().default(true).describe("Prepend BOS to each document"),
+  add_eos: z.boolean().default(true).describe(
+    "The last token of a document gets EOS as its next-token target (else no target)",
+  ),
+  batch_size: positiveInt().max(4096).default(8).describe(
+    "Windows per backbone call",
+  ),
+  max_tokens: z.number().int().min(0).default(0).describe(
+    "Stop after storing this many tokens per split, counted over whole windows (0: no limit)",
+  ),
+  shard_tokens: positiveInt().default(65536).describe(
+    "Tokens per resumable shard; a killed run redoes at most one shard",
+  ),
+  dtype: z.enum(["float32"]).default("float32").describe(
+    "Stored embedding type (float16 is not offered: h5wasm 0.10 cannot write it from JS)",
+  ),
+}).strict();
+
+/** The whole configuration. Layers: these defaults < config.toml < `--section.key=value` flags. */
+export const ConfigSchema = z.object({
+  run: RunSchema.prefault({}),
+  backbone: BackboneSchema.prefault({}),
+  data: DataSchema.prefault({}),
+  extract: ExtractSchema.prefault({}),
+}).strict().superRefine((c, ctx) => {
+  if (c.backbone.judge === c.backbone.model) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["backbone", "judge"],
+      input: c.backbone.judge,
+      message: "the judge must be a different model from [backbone].model",
+    });
+  }
+  if (["txt", "jsonl", "csv"].includes(c.data.source) && c.data.path === "") {
+    ctx.addIssue({
+      code: "custom",
+      path: ["data", "path"],
+      input: c.data.path,
+      message:
+        `a file or folder path is required when [data].source is "${c.data.source}"`,
+    });
+  }
+  const room = c.extract.max_length;
+  if (c.extract.stride > room) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["extract", "stride"],
+      input: c.extract.stride,
+      message:
+        `expected at most [extract].max_length (${room}) so windows leave no gaps`,
+    });
+  }
+  if (new Set(c.run.seeds).size !== c.run.seeds.length) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["run", "seeds"],
+      input: c.run.seeds,
+      message: "expected distinct seeds",
+    });
+  }
+});
+
+/** A fully resolved configuration. */
+export type Config = z.infer<typeof ConfigSchema>;
