@@ -28,8 +28,7 @@ export interface ByteLevelBpe {
 }
 
 /** GPT-2's pre-tokenizer pattern, the one `tokenizers`' ByteLevel pre-tokenizer uses. */
-const GPT2_PATTERN =
-  /'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+/gu;
+const GPT2_PATTERN = /'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+/gu;
 const MAX_VOCAB_SIZE = 1_000_000;
 /** Pair keys pack two ids as `left * PAIR_BASE + right`; exact in a double since PAIR_BASE² < 2^53. */
 const PAIR_BASE = 1 << 20;
@@ -67,9 +66,7 @@ export function trainByteLevelBpe(
 
   // 1. Base vocabulary: the 256 byte symbols in code point order, as GPT-2's encoder.json
   const byteToChar = bytesToUnicode();
-  const tokens = [...byteToChar].sort((x, y) =>
-    x.codePointAt(0)! - y.codePointAt(0)!
-  );
+  const tokens = [...byteToChar].sort((x, y) => x.codePointAt(0)! - y.codePointAt(0)!);
   const tokenIds = new Map(tokens.map((t, i) => [t, i]));
   const byteToId = byteToChar.map((c) => tokenIds.get(c)!);
   for (const special of specials) {
@@ -146,9 +143,7 @@ function validateOptions(
       typeof special !== "string" || special.length === 0 || seen.has(special)
     ) {
       throw new RangeError(
-        `Cannot use special token ${
-          JSON.stringify(special)
-        }: expected distinct non-empty strings`,
+        `Cannot use special token ${JSON.stringify(special)}: expected distinct non-empty strings`,
       );
     }
     seen.add(special);

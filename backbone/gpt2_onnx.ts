@@ -39,9 +39,7 @@ function valueInfo(
   elemType: number,
   dims: Dim[],
 ): onnxProto.onnx.IValueInfoProto {
-  const dim = dims.map((d) =>
-    typeof d === "number" ? { dimValue: d } : { dimParam: d }
-  );
+  const dim = dims.map((d) => typeof d === "number" ? { dimValue: d } : { dimParam: d });
   return { name, type: { tensorType: { elemType, shape: { dim } } } };
 }
 
@@ -383,9 +381,7 @@ export async function writeGpt2Folder(
     const id = tokenizer[key];
     if (!Number.isInteger(id) || id < 0 || id >= shape.vocabSize) {
       throw new RangeError(
-        `Cannot use ${key} ${
-          JSON.stringify(id)
-        }: expected an integer in [0, ${shape.vocabSize})`,
+        `Cannot use ${key} ${JSON.stringify(id)}: expected an integer in [0, ${shape.vocabSize})`,
       );
     }
   }

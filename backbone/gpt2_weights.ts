@@ -76,9 +76,7 @@ export function gpt2HeadDim(shape: Gpt2Shape): number {
     const value = shape[key];
     if (!Number.isInteger(value) || value <= 0) {
       throw new RangeError(
-        `Cannot use GPT-2 ${key} ${
-          JSON.stringify(value)
-        }: expected a positive integer`,
+        `Cannot use GPT-2 ${key} ${JSON.stringify(value)}: expected a positive integer`,
       );
     }
   }

@@ -27,8 +27,7 @@ export interface LmHead {
 /** Ops that move logits around without changing their values, walked through from `logits`. */
 const PASS_THROUGH = new Set(["Reshape", "Transpose", "Identity"]);
 
-const toNumber = (x: number | { toNumber(): number }) =>
-  typeof x === "number" ? x : x.toNumber();
+const toNumber = (x: number | { toNumber(): number }) => typeof x === "number" ? x : x.toNumber();
 
 /** Reads a float32 initializer (raw_data or float_data), refusing external data. */
 function readFloats(t: Tensor): { dims: number[]; data: Float32Array } {
@@ -113,9 +112,7 @@ function locateHead(model: Model): LmHead {
     if (direct) return { tensor: direct, transposed: false };
     const node = producer.get(name);
     const perm = node && attr(node, "perm");
-    const src = node?.opType === "Transpose"
-      ? constants.get(node.input?.[0] ?? "")
-      : undefined;
+    const src = node?.opType === "Transpose" ? constants.get(node.input?.[0] ?? "") : undefined;
     if (src && (perm === undefined || JSON.stringify(perm) === "[1,0]")) {
       return { tensor: src, transposed: true };
     }
@@ -156,9 +153,7 @@ function locateHead(model: Model): LmHead {
       // As stored, B is [d, vocab] unless a Transpose or Gemm transB flips it (not both).
       const flipped = w.transposed !== Boolean(isGemm && attr(node, "transB"));
       const [vocab, d] = flipped ? dims : [dims[1], dims[0]];
-      let weight = flipped
-        ? Float32Array.from(data)
-        : transpose(data, dims[0], dims[1]);
+      let weight = flipped ? Float32Array.from(data) : transpose(data, dims[0], dims[1]);
       if (isGemm) {
         const alpha = (attr(node, "alpha") as number | undefined) ?? 1;
         const beta = (attr(node, "beta") as number | undefined) ?? 1;
@@ -227,9 +222,7 @@ export function withHiddenStateOutput(
     return { model, added: false };
   }
   const { hiddenName, d } = locateHead(decoded);
-  const exists = (graph.node ?? []).some((n) =>
-    n.output?.includes("last_hidden_state")
-  );
+  const exists = (graph.node ?? []).some((n) => n.output?.includes("last_hidden_state"));
   const node = exists || hiddenName === "last_hidden_state" ? [] : [{
     name: "/last_hidden_state/Identity",
     opType: "Identity",
@@ -237,9 +230,8 @@ export function withHiddenStateOutput(
     output: ["last_hidden_state"],
   }];
   // Reuse the logits' symbolic batch and sequence dims so the declared shapes agree.
-  const logitsDims =
-    graph.output?.find((o) => o.name === "logits")?.type?.tensorType?.shape
-      ?.dim ?? [];
+  const logitsDims = graph.output?.find((o) => o.name === "logits")?.type?.tensorType?.shape
+    ?.dim ?? [];
   const dim: onnxProto.onnx.TensorShapeProto.IDimension[] = [0, 1].map((i) => ({
     dimParam: logitsDims[i]?.dimParam || ["batch_size", "sequence_length"][i],
   }));

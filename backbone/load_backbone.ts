@@ -78,9 +78,7 @@ export async function resolveModelDir(
       throw new UserError(
         `Cannot load model "${spec}" from "${dir}": it lacks ${
           missing.join(", ")
-        }; expected an ONNX export in Hugging Face layout (${
-          REQUIRED.join(", ")
-        })`,
+        }; expected an ONNX export in Hugging Face layout (${REQUIRED.join(", ")})`,
       );
     }
     return await Deno.realPath(dir);
@@ -111,9 +109,7 @@ export async function loadBackbone(
     throw new UserError(`Cannot load model "${spec}": ${(e as Error).message}`);
   }
   const patched = withHiddenStateOutput(graph);
-  const dir = patched.added
-    ? await writePatched(source, patched.model, options.workDir)
-    : source;
+  const dir = patched.added ? await writePatched(source, patched.model, options.workDir) : source;
   env.allowRemoteModels = false;
   env.allowLocalModels = true;
   const tokenizer = await AutoTokenizer.from_pretrained(dir);

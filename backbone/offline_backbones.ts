@@ -43,8 +43,7 @@ export const OFFLINE_BACKBONES: Readonly<Record<string, OfflineRecipe>> = Object
       vocabSize: 4096,
       shape: { nPositions: 256, nEmbd: 96, nLayer: 3, nHead: 4 },
       seed: 3,
-      purpose:
-        "the offline judge LM: its own tokenizer and corpus, independent seed",
+      purpose: "the offline judge LM: its own tokenizer and corpus, independent seed",
     },
   });
 
@@ -68,9 +67,7 @@ export async function buildOfflineBackbone(
     );
   }
   const recipeHash = await sha256(JSON.stringify(recipe));
-  const existing = await Deno.readTextFile(`${dir}/config.json`).catch(() =>
-    null
-  );
+  const existing = await Deno.readTextFile(`${dir}/config.json`).catch(() => null);
   if (
     existing !== null && JSON.parse(existing).lcblm?.recipe_hash === recipeHash
   ) return false;

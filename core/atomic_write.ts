@@ -11,10 +11,10 @@
  * @param data File contents.
  * @example
  * ```ts
- * import { assertEquals } from "node:assert";
+ * import { deepStrictEqual } from "node:assert";
  * const dir = await Deno.makeTempDir();
  * await atomicWrite(`${dir}/a/b.txt`, "hello");
- * assertEquals(await Deno.readTextFile(`${dir}/a/b.txt`), "hello");
+ * deepStrictEqual(await Deno.readTextFile(`${dir}/a/b.txt`), "hello");
  * ```
  */
 export async function atomicWrite(

@@ -31,9 +31,9 @@ type Raw = Record<string, unknown>;
  * @returns The validated configuration.
  * @example
  * ```ts
- * import { assertEquals } from "node:assert";
- * const { config } = await loadConfig(["--extract.max_length=64"]);
- * assertEquals(config.extract.max_length, 64);
+ * import { deepStrictEqual } from "node:assert";
+ * const { config } = await loadConfig(["--extract.batch_size=4"]);
+ * deepStrictEqual(config.extract.batch_size, 4);
  * ```
  */
 export async function loadConfig(
@@ -84,11 +84,7 @@ export async function loadConfig(
   const fromFlag = (key: string) =>
     [...fromFlags].some((f) => f === key || f.startsWith(`${key}.`));
   const origin = (path: PropertyKey[]) =>
-    fromFlag(path.join("."))
-      ? "the command line"
-      : raw.exists
-      ? `"${file}"`
-      : "the defaults";
+    fromFlag(path.join(".")) ? "the command line" : raw.exists ? `"${file}"` : "the defaults";
   return {
     config: validateConfig(raw.data, origin),
     file: raw.exists ? file : null,
@@ -110,9 +106,7 @@ export function validateConfig(
 ): Config {
   const result = ConfigSchema.safeParse(raw, { reportInput: true });
   if (result.success) return result.data;
-  const lines = result.error.issues.map((issue) =>
-    describeIssue(issue, origin)
-  );
+  const lines = result.error.issues.map((issue) => describeIssue(issue, origin));
   throw new UserError(lines.join("\n"));
 }
 
@@ -184,13 +178,9 @@ function describeIssue(
   if (issue.code === "unrecognized_keys") {
     const parent = issue.path.length === 0 ? "top level" : keyName(issue.path);
     return issue.keys.map((k) => {
-      const name = issue.path.length === 0
-        ? `[${k}]`
-        : `${keyName([...issue.path, k])}`;
+      const name = issue.path.length === 0 ? `[${k}]` : `${keyName([...issue.path, k])}`;
       const allowed = allowedKeys(issue.path);
-      return `Unknown key ${name} in ${where}: allowed at ${parent} are ${
-        allowed.join(", ")
-      }`;
+      return `Unknown key ${name} in ${where}: allowed at ${parent} are ${allowed.join(", ")}`;
     }).join("\n");
   }
   const got = `got ${show(issue.input)}`;
@@ -205,13 +195,9 @@ function describeIssue(
         issue.values.map((v) => JSON.stringify(v)).join(", ")
       }, ${got}`;
     case "too_small":
-      return `${head} expected ${
-        bound(issue.origin, ">", issue.minimum, issue.inclusive)
-      }, ${got}`;
+      return `${head} expected ${bound(issue.origin, ">", issue.minimum, issue.inclusive)}, ${got}`;
     case "too_big":
-      return `${head} expected ${
-        bound(issue.origin, "<", issue.maximum, issue.inclusive)
-      }, ${got}`;
+      return `${head} expected ${bound(issue.origin, "<", issue.maximum, issue.inclusive)}, ${got}`;
     default:
       return `${head} ${issue.message}, ${got}`;
   }
@@ -237,14 +223,10 @@ function bound(
 ): string {
   const op = dir === ">" ? (inclusive ? "≥" : ">") : (inclusive ? "≤" : "<");
   if (kind === "array") {
-    return `an array with ${
-      dir === ">" ? "at least" : "at most"
-    } ${limit} items`;
+    return `an array with ${dir === ">" ? "at least" : "at most"} ${limit} items`;
   }
   if (kind === "string") {
-    return `a string of ${
-      dir === ">" ? "at least" : "at most"
-    } ${limit} characters`;
+    return `a string of ${dir === ">" ? "at least" : "at most"} ${limit} characters`;
   }
   return `a number ${op} ${limit}`;
 }

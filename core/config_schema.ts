@@ -107,8 +107,7 @@ export const ConfigSchema = z.object({
       code: "custom",
       path: ["data", "path"],
       input: c.data.path,
-      message:
-        `a file or folder path is required when [data].source is "${c.data.source}"`,
+      message: `a file or folder path is required when [data].source is "${c.data.source}"`,
     });
   }
   const room = c.extract.max_length;
@@ -117,8 +116,7 @@ export const ConfigSchema = z.object({
       code: "custom",
       path: ["extract", "stride"],
       input: c.extract.stride,
-      message:
-        `expected at most [extract].max_length (${room}) so windows leave no gaps`,
+      message: `expected at most [extract].max_length (${room}) so windows leave no gaps`,
     });
   }
   if (new Set(c.run.seeds).size !== c.run.seeds.length) {

@@ -13,14 +13,7 @@
  * @module
  */
 import type { Split } from "../data/split.ts";
-import {
-  createH5,
-  dataset,
-  type H5Dataset,
-  type H5File,
-  openH5,
-  readRows,
-} from "./h5_file.ts";
+import { createH5, dataset, type H5Dataset, type H5File, openH5, readRows } from "./h5_file.ts";
 import { UserError } from "./user_error.ts";
 
 /** The int32 per-token columns stored beside the embeddings. */
@@ -174,9 +167,7 @@ export class EmbeddingsReader {
 
   /** Splits present in the file. */
   splits(): Split[] {
-    return this.#file.keys().filter((k): k is Split =>
-      k === "train" || k === "validation"
-    );
+    return this.#file.keys().filter((k): k is Split => k === "train" || k === "validation");
   }
 
   /** Number of token rows of a split (0 when absent). */
@@ -193,8 +184,7 @@ export class EmbeddingsReader {
    * @param end One past the last row.
    */
   read(split: Split, start: number, end: number): TokenRows {
-    const col = (name: string): H5Dataset =>
-      dataset(this.#file, `${split}/${name}`);
+    const col = (name: string): H5Dataset => dataset(this.#file, `${split}/${name}`);
     const rows = {
       embeddings: readRows<Float32Array>(col("embeddings"), start, end),
     } as TokenRows;

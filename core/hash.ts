@@ -15,9 +15,7 @@
  * ```
  */
 export async function sha256(data: string | Uint8Array): Promise<string> {
-  const bytes = typeof data === "string"
-    ? new TextEncoder().encode(data)
-    : data;
+  const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
   const digest = await crypto.subtle.digest(
     "SHA-256",
     bytes as Uint8Array<ArrayBuffer>,

@@ -47,9 +47,7 @@ export class Progress {
   #print(): void {
     const rate = this.rate;
     const of = this.#total > 0 ? `/${this.#total.toLocaleString("en")}` : "";
-    const left = this.#total > 0 && rate > 0
-      ? (this.#total - this.#done) / rate
-      : NaN;
+    const left = this.#total > 0 && rate > 0 ? (this.#total - this.#done) / rate : NaN;
     const eta = Number.isFinite(left) ? `  ETA ${clock(left)}` : "";
     console.error(
       `${this.#label}: ${this.#done.toLocaleString("en")}${of} ${this.#unit}  ${

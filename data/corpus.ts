@@ -40,12 +40,8 @@ const utf8 = new TextDecoder("utf-8", { fatal: true });
 export async function loadCorpus(data: Config["data"]): Promise<Corpus> {
   const all = await readSource(data);
   const documents = all.filter((d) => d.text.trim() !== "");
-  const kept = data.max_documents > 0
-    ? documents.slice(0, data.max_documents)
-    : documents;
-  const origin = data.path === ""
-    ? data.source
-    : `${data.source} "${data.path}"`;
+  const kept = data.max_documents > 0 ? documents.slice(0, data.max_documents) : documents;
+  const origin = data.path === "" ? data.source : `${data.source} "${data.path}"`;
   if (kept.length === 0) {
     throw new UserError(`Corpus ${origin} has no non-empty documents`);
   }
@@ -197,9 +193,7 @@ function rowsToDocuments(rows: Row[], data: Config["data"]): Document[] {
       const keys = Object.keys(fields).map((k) => `"${k}"`).join(", ");
       throw new UserError(
         `Cannot read "${data.path}" line ${line}: [data].text_column "${data.text_column}" is ${
-          text === undefined
-            ? "missing"
-            : `not a string (${JSON.stringify(text)})`
+          text === undefined ? "missing" : `not a string (${JSON.stringify(text)})`
         }; the row has ${keys}`,
       );
     }

@@ -19,10 +19,10 @@ export type Split = typeof SPLITS[number];
  * @returns Document indices per split, each in ascending (source) order.
  * @example
  * ```ts
- * import { assertEquals } from "node:assert";
+ * import { deepStrictEqual } from "node:assert";
  * const s = splitDocuments(10, 0.2, 0);
- * assertEquals(s.validation.length, 2);
- * assertEquals([...s.train, ...s.validation].sort((a, b) => a - b), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+ * deepStrictEqual(s.validation.length, 2);
+ * deepStrictEqual([...s.train, ...s.validation].sort((a, b) => a - b), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
  * ```
  */
 export function splitDocuments(

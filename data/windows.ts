@@ -40,9 +40,9 @@ export interface Window {
  * @returns The windows, in order.
  * @example
  * ```ts
- * import { assertEquals } from "node:assert";
+ * import { deepStrictEqual } from "node:assert";
  * const w = documentWindows([5, 6, 7], { maxLength: 8, stride: 0, bosId: 0, eosId: 0 });
- * assertEquals(w, [{ ids: [0, 5, 6, 7], from: 0, targets: [5, 6, 7, 0], offset: 0 }]);
+ * deepStrictEqual(w, [{ ids: [0, 5, 6, 7], from: 0, targets: [5, 6, 7, 0], offset: 0 }]);
  * ```
  */
 export function documentWindows(
@@ -50,17 +50,12 @@ export function documentWindows(
   options: WindowOptions,
 ): Window[] {
   const { maxLength, stride, bosId, eosId } = options;
-  const seq = bosId === null
-    ? Array.from(tokens)
-    : [bosId, ...Array.from(tokens)];
+  const seq = bosId === null ? Array.from(tokens) : [bosId, ...Array.from(tokens)];
   const end = seq.length;
-  const targetAt = (i: number) =>
-    i + 1 < end ? seq[i + 1] : (eosId ?? NO_TARGET);
+  const targetAt = (i: number) => i + 1 < end ? seq[i + 1] : (eosId ?? NO_TARGET);
   if (stride === 0) {
     const n = Math.min(maxLength, end);
-    const targets = seq.slice(0, n).map((_, i) =>
-      i === n - 1 && n < end ? NO_TARGET : targetAt(i)
-    );
+    const targets = seq.slice(0, n).map((_, i) => i === n - 1 && n < end ? NO_TARGET : targetAt(i));
     return [{ ids: seq.slice(0, n), from: 0, targets, offset: 0 }];
   }
   const windows: Window[] = [];

@@ -1,38 +1,46 @@
 /**
- * Task `backbones`: build the offline models (tokenizer + ONNX graph) under `backbones/`.
+ * Task `backbones`: build the offline models (tokenizer + ONNX graph) that the config names.
+ * A model named `backbones/<recipe>` with a recipe in {@link OFFLINE_BACKBONES} is built there
+ * when missing or out of date; any other model (a Hub id, your own folder) is left alone.
  * Deterministic: the same recipe always gives the same files.
  * @module
  */
-import {
-  buildOfflineBackbone,
-  OFFLINE_BACKBONES,
-} from "../backbone/offline_backbones.ts";
+import { buildOfflineBackbone, OFFLINE_BACKBONES } from "../backbone/offline_backbones.ts";
+import { loadConfig } from "../core/config.ts";
+import type { Config } from "../core/config_schema.ts";
 import { runMain } from "../core/user_error.ts";
 
+const ROOT = "backbones";
+
 /**
- * Build every offline model that is missing or out of date.
+ * Build the offline models the configuration uses (or all of them).
  *
- * @param root Folder that receives one subfolder per model.
- * @returns The names of the models built now.
+ * @param config Resolved configuration.
+ * @param all Build every recipe, not only the configured ones.
+ * @returns The folders built now.
  */
-export async function buildBackbones(root = "backbones"): Promise<string[]> {
+export async function buildBackbones(config: Config, all = false): Promise<string[]> {
+  const wanted = all
+    ? Object.keys(OFFLINE_BACKBONES).map((name) => `${ROOT}/${name}`)
+    : [config.backbone.model, config.backbone.judge];
   const built = [];
-  for (const [name, recipe] of Object.entries(OFFLINE_BACKBONES)) {
-    if (await buildOfflineBackbone(name, `${root}/${name}`)) {
-      built.push(name);
-      console.error(`backbones: built ${root}/${name} (${recipe.purpose})`);
+  for (const dir of wanted) {
+    const name = dir.replace(/\/+$/, "").slice(ROOT.length + 1);
+    if (!dir.startsWith(`${ROOT}/`) || !(name in OFFLINE_BACKBONES)) continue;
+    if (await buildOfflineBackbone(name, dir)) {
+      built.push(dir);
+      console.error(`backbones: built ${dir} (${OFFLINE_BACKBONES[name].purpose})`);
     }
   }
   return built;
 }
 
 if (import.meta.main) {
-  await runMain(async () => {
-    const built = await buildBackbones();
+  await runMain(async (args) => {
+    const { config, flags } = await loadConfig(args, ["all"]);
+    const built = await buildBackbones(config, flags.all === true);
     console.log(
-      `backbones: ${built.length} built, ${
-        Object.keys(OFFLINE_BACKBONES).length - built.length
-      } up to date`,
+      `backbones: built ${built.length === 0 ? "nothing (up to date)" : built.join(", ")}`,
     );
   });
 }

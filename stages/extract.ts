@@ -12,11 +12,7 @@ import { loadBackbone } from "../backbone/load_backbone.ts";
 import { atomicWrite } from "../core/atomic_write.ts";
 import { configToToml, loadConfig } from "../core/config.ts";
 import type { Config } from "../core/config_schema.ts";
-import {
-  EmbeddingsReader,
-  EmbeddingsWriter,
-  type TokenRows,
-} from "../core/embeddings_store.ts";
+import { EmbeddingsReader, EmbeddingsWriter, type TokenRows } from "../core/embeddings_store.ts";
 import { sha256 } from "../core/hash.ts";
 import { Progress } from "../core/progress.ts";
 import { runMain, UserError } from "../core/user_error.ts";
@@ -112,9 +108,7 @@ export async function extract(
     const total = shards.reduce((n, s) => n + s.tokens, 0);
     const progress = new Progress("extract", total, "tok");
     for (const shard of shards) {
-      const path = `${parts}/${shard.split}-${
-        String(shard.index).padStart(5, "0")
-      }.h5`;
+      const path = `${parts}/${shard.split}-${String(shard.index).padStart(5, "0")}.h5`;
       if (await Deno.stat(path).catch(() => null)) {
         progress.advance(shard.tokens);
         continue;

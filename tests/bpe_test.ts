@@ -6,8 +6,7 @@ import { trainByteLevelBpe } from "../backbone/bpe.ts";
 env.allowRemoteModels = false;
 env.allowLocalModels = true;
 
-const GPT2_PATTERN =
-  /'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+/gu;
+const GPT2_PATTERN = /'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+/gu;
 const chapters = (mobyDick() as { text: string }[]).map((c) => c.text);
 
 interface Model {
@@ -141,8 +140,7 @@ async function loadTokenizer(bpe: ReturnType<typeof trainByteLevelBpe>) {
   }
 }
 
-const modelOf = (bpe: ReturnType<typeof trainByteLevelBpe>) =>
-  bpe.tokenizerJson.model as Model;
+const modelOf = (bpe: ReturnType<typeof trainByteLevelBpe>) => bpe.tokenizerJson.model as Model;
 
 Deno.test("trainByteLevelBpe merges a tiny corpus as computed by hand", () => {
   // words: "aaab" ×1, "Ġaaab" ×1, "Ġab" ×1 → pairs aa:4 ab:3 Ġa:2
@@ -331,9 +329,7 @@ Deno.test("vocab 4096 on Moby-Dick compresses below 0.35 tokens per byte", async
   }
   const perByte = tokens / bytes;
   console.log(
-    `vocab 4096: trained in ${
-      seconds.toFixed(2)
-    } s; ${tokens} tokens / ${bytes} bytes = ${
+    `vocab 4096: trained in ${seconds.toFixed(2)} s; ${tokens} tokens / ${bytes} bytes = ${
       perByte.toFixed(4)
     } tokens per byte`,
   );

@@ -5,12 +5,7 @@ import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import ort from "onnxruntime-node";
 import onnxProto from "onnx-proto";
-import {
-  AutoModelForCausalLM,
-  AutoTokenizer,
-  env,
-  Tensor,
-} from "@huggingface/transformers";
+import { AutoModelForCausalLM, AutoTokenizer, env, Tensor } from "@huggingface/transformers";
 import { Rng } from "../core/rng.ts";
 import { randomGpt2Weights } from "../backbone/gpt2_weights.ts";
 import { gpt2OnnxModel, writeGpt2Folder } from "../backbone/gpt2_onnx.ts";
@@ -128,9 +123,7 @@ async function runOrt(
   }
   const headDim = SHAPE.nEmbd / SHAPE.nHead;
   for (
-    const name of session.inputNames.filter((n) =>
-      n.startsWith("past_key_values.")
-    )
+    const name of session.inputNames.filter((n) => n.startsWith("past_key_values."))
   ) {
     feeds[name] = new ort.Tensor("float32", new Float32Array(0), [
       b,
@@ -195,8 +188,7 @@ if (pythonSkip) {
 }
 
 Deno.test({
-  name:
-    "gpt2 onnx passes onnx's full checker and matches a PyTorch GPT-2 within 1e-4",
+  name: "gpt2 onnx passes onnx's full checker and matches a PyTorch GPT-2 within 1e-4",
   ignore: pythonSkip !== "",
   async fn() {
     const ids = [[72, 101, 108, 108, 111, 32, 119, 111, 114, 108], [
@@ -432,12 +424,8 @@ Deno.test("lm_head: findLmHead and withHiddenStateOutput", async (t) => {
     async () => {
       const m = onnx.ModelProto.decode(MODEL);
       const graph = m.graph!;
-      graph.output = (graph.output ?? []).filter((o) =>
-        o.name !== "last_hidden_state"
-      );
-      graph.node = (graph.node ?? []).filter((n) =>
-        !n.output?.includes("last_hidden_state")
-      );
+      graph.output = (graph.output ?? []).filter((o) => o.name !== "last_hidden_state");
+      graph.node = (graph.node ?? []).filter((n) => !n.output?.includes("last_hidden_state"));
       const { model, added } = withHiddenStateOutput(
         onnx.ModelProto.encode(m).finish(),
       );

@@ -1,0 +1,21 @@
+/**
+ * Task `pipeline`: every stage in order on one configuration, skipping finished work.
+ * Stages resume on their own, so a killed pipeline continues where it stopped.
+ * @module
+ */
+import { loadConfig } from "../core/config.ts";
+import { runMain } from "../core/user_error.ts";
+import { buildBackbones } from "./backbones.ts";
+import { extract } from "./extract.ts";
+
+if (import.meta.main) {
+  await runMain(async (args) => {
+    const { config, flags } = await loadConfig(args, ["force"]);
+    const started = performance.now();
+    await buildBackbones(config);
+    const s = await extract(config, { force: flags.force === true });
+    const counts = Object.entries(s.tokens).map(([k, v]) => `${k} ${v}`).join(", ");
+    console.log(`pipeline: extract -> ${s.path} (d=${s.d}, tokens ${counts})`);
+    console.log(`pipeline: done in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+  });
+}
