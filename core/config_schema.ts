@@ -87,12 +87,26 @@ export const ExtractSchema = z.object({
   ),
 }).strict();
 
+/** `[train]`: the TensorFlow.js engine every model trains through. */
+export const TrainSchema = z.object({
+  backend: z.enum(["auto", "blas", "wasm", "webgpu", "tensorflow"]).default("auto").describe(
+    "auto: a real GPU → webgpu, else OpenBLAS found → blas, else wasm",
+  ),
+  blas_library: z.string().default("").describe(
+    "Path of libopenblas for the blas backend (empty: search the usual system paths)",
+  ),
+  allow_software_gpu: z.boolean().default(false).describe(
+    "Let webgpu run on a software (fallback) adapter such as Mesa's lavapipe",
+  ),
+}).strict();
+
 /** The whole configuration. Layers: these defaults < config.toml < `--section.key=value` flags. */
 export const ConfigSchema = z.object({
   run: RunSchema.prefault({}),
   backbone: BackboneSchema.prefault({}),
   data: DataSchema.prefault({}),
   extract: ExtractSchema.prefault({}),
+  train: TrainSchema.prefault({}),
 }).strict().superRefine((c, ctx) => {
   if (c.backbone.judge === c.backbone.model) {
     ctx.addIssue({
