@@ -15,6 +15,7 @@ import { atomicWrite } from "../core/atomic_write.ts";
 import { sha256 } from "../core/hash.ts";
 import { UserError } from "../core/user_error.ts";
 import { findLmHead, withHiddenStateOutput } from "./lm_head.ts";
+import { offlineRecipeName } from "./offline_backbones.ts";
 
 /** A loaded backbone. */
 export interface Backbone {
@@ -51,7 +52,8 @@ export interface LoadOptions {
   workDir: string;
 }
 
-const HUB_ID = /^[\w.-]+\/[\w.-]+$/;
+/** A Hugging Face Hub model id, "org/name". */
+export const HUB_ID = /^[\w.-]+\/[\w.-]+$/;
 const REQUIRED = ["config.json", "tokenizer.json", "onnx/model.onnx"];
 
 /**
@@ -83,7 +85,7 @@ export async function resolveModelDir(
     }
     return await Deno.realPath(dir);
   }
-  const hint = HUB_ID.test(spec)
+  const hint = offlineRecipeName(spec) === null && HUB_ID.test(spec)
     ? `it is not a local folder and not in the cache "${cacheDir}"; set [backbone].allow_remote = true and run "deno task fetch"`
     : `the folder does not exist; run "deno task backbones" to build the offline models`;
   throw new UserError(`Cannot load model "${spec}": ${hint}`);
@@ -112,6 +114,7 @@ export async function loadBackbone(
   const dir = patched.added ? await writePatched(source, patched.model, options.workDir) : source;
   env.allowRemoteModels = false;
   env.allowLocalModels = true;
+  env.useBrowserCache = false;
   const tokenizer = await AutoTokenizer.from_pretrained(dir);
   const model = await AutoModelForCausalLM.from_pretrained(dir, {
     dtype: "fp32",

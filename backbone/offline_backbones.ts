@@ -47,6 +47,27 @@ export const OFFLINE_BACKBONES: Readonly<Record<string, OfflineRecipe>> = Object
     },
   });
 
+/** Folder that `deno task backbones` builds offline models into. */
+export const OFFLINE_ROOT = "backbones";
+
+/**
+ * The recipe name when `spec` names an offline model folder (`backbones/<recipe>`), else null.
+ *
+ * @param spec A model spec from `[backbone]`.
+ * @example
+ * ```ts
+ * import { strictEqual } from "node:assert";
+ * strictEqual(offlineRecipeName("backbones/tiny-gpt2"), "tiny-gpt2");
+ * strictEqual(offlineRecipeName("Xenova/gpt2"), null);
+ * ```
+ */
+export function offlineRecipeName(spec: string): string | null {
+  const name = spec.replace(/\/+$/, "").slice(OFFLINE_ROOT.length + 1);
+  return spec.startsWith(`${OFFLINE_ROOT}/`) && Object.hasOwn(OFFLINE_BACKBONES, name)
+    ? name
+    : null;
+}
+
 /**
  * Build one offline model into `dir` (skipped when `dir` already holds the same recipe).
  *

@@ -48,9 +48,10 @@ export async function loadConfig(
   });
   const flags: Record<string, string | boolean> = {};
   const overrides: Array<{ path: string[]; text: string }> = [];
+  const allowed = ["--config FILE", "--section.key=value", ...stageFlags.map((f) => `--${f}`)];
   for (const t of tokens ?? []) {
     if (t.kind === "positional") {
-      throw new UserError(`Unexpected argument "${t.value}"`);
+      throw new UserError(`Unexpected argument "${t.value}": allowed are ${allowed.join(", ")}`);
     }
     if (t.kind !== "option" || t.name === "config") continue;
     if (t.name.includes(".")) {
@@ -63,11 +64,6 @@ export async function loadConfig(
     } else if (stageFlags.includes(t.name)) {
       flags[t.name] = t.value ?? true;
     } else {
-      const allowed = [
-        "--config FILE",
-        "--section.key=value",
-        ...stageFlags.map((f) => `--${f}`),
-      ];
       throw new UserError(
         `Unknown flag "--${t.name}": allowed are ${allowed.join(", ")}`,
       );
@@ -180,7 +176,8 @@ function describeIssue(
     return issue.keys.map((k) => {
       const name = issue.path.length === 0 ? `[${k}]` : `${keyName([...issue.path, k])}`;
       const allowed = allowedKeys(issue.path);
-      return `Unknown key ${name} in ${where}: allowed at ${parent} are ${allowed.join(", ")}`;
+      const from = origin([...issue.path, k]);
+      return `Unknown key ${name} in ${from}: allowed at ${parent} are ${allowed.join(", ")}`;
     }).join("\n");
   }
   const got = `got ${show(issue.input)}`;

@@ -32,6 +32,9 @@ export const BackboneSchema = z.object({
   cache_dir: z.string().min(1).default("backbones/hub").describe(
     "Where `deno task fetch` stores Hub models",
   ),
+  hub_url: z.url({ protocol: /^https?$/ }).default("https://huggingface.co/").describe(
+    "Hub (or mirror) that `deno task fetch` downloads from",
+  ),
 }).strict();
 
 /** `[data]`: the corpus and its train/validation split (by document). */

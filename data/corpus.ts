@@ -217,7 +217,8 @@ function firstInvalidUtf8(bytes: Uint8Array): number {
   while (hi - lo > 1) {
     const mid = (lo + hi) >> 1;
     try {
-      utf8.decode(bytes.subarray(0, mid), { stream: true });
+      // A fresh decoder per probe: a streaming decode keeps its partial sequence for the next call.
+      new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(0, mid), { stream: true });
       lo = mid;
     } catch {
       hi = mid;

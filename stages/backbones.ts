@@ -5,12 +5,15 @@
  * Deterministic: the same recipe always gives the same files.
  * @module
  */
-import { buildOfflineBackbone, OFFLINE_BACKBONES } from "../backbone/offline_backbones.ts";
+import {
+  buildOfflineBackbone,
+  OFFLINE_BACKBONES,
+  OFFLINE_ROOT,
+  offlineRecipeName,
+} from "../backbone/offline_backbones.ts";
 import { loadConfig } from "../core/config.ts";
 import type { Config } from "../core/config_schema.ts";
 import { runMain } from "../core/user_error.ts";
-
-const ROOT = "backbones";
 
 /**
  * Build the offline models the configuration uses (or all of them).
@@ -21,12 +24,12 @@ const ROOT = "backbones";
  */
 export async function buildBackbones(config: Config, all = false): Promise<string[]> {
   const wanted = all
-    ? Object.keys(OFFLINE_BACKBONES).map((name) => `${ROOT}/${name}`)
+    ? Object.keys(OFFLINE_BACKBONES).map((name) => `${OFFLINE_ROOT}/${name}`)
     : [config.backbone.model, config.backbone.judge];
   const built = [];
   for (const dir of wanted) {
-    const name = dir.replace(/\/+$/, "").slice(ROOT.length + 1);
-    if (!dir.startsWith(`${ROOT}/`) || !(name in OFFLINE_BACKBONES)) continue;
+    const name = offlineRecipeName(dir);
+    if (name === null) continue;
     if (await buildOfflineBackbone(name, dir)) {
       built.push(dir);
       console.error(`backbones: built ${dir} (${OFFLINE_BACKBONES[name].purpose})`);
