@@ -103,6 +103,57 @@ export const TrainSchema = z.object({
   ),
 }).strict();
 
+/** `[sae]`: sparse autoencoders (SPEC section 3). */
+export const SaeSchema = z.object({
+  kind: z.enum(["topk", "relu-l1"]).default("topk").describe(
+    "topk: TopK + AuxK (Gao et al.); relu-l1: ReLU with an L1 penalty and unit-norm decoder rows",
+  ),
+  expansion: positiveInt().max(256).default(4).describe("Latents = expansion × d"),
+  k: positiveInt().default(32).describe("topk: active latents per token"),
+  k_aux: positiveInt().default(256).describe("topk: dead latents AuxK decodes per token"),
+  aux_alpha: z.number().min(0).default(1 / 32).describe("topk: weight of the AuxK loss"),
+  dead_tokens: positiveInt().default(50_000).describe(
+    "A latent is dead after not firing for this many training tokens (reference: 10M)",
+  ),
+  l1: z.number().min(0).default(1e-3).describe("relu-l1: weight λ of mean|z|"),
+  bias_init: z.enum(["geometric_median", "mean"]).default("geometric_median").describe(
+    "Pre-encoder bias initialisation from a training sample",
+  ),
+  lr: z.number().gt(0).default(1e-4).describe("Peak learning rate (Adam)"),
+  batch_size: positiveInt().default(1024).describe("Tokens per step"),
+  epochs: z.number().gt(0).default(4).describe("Passes over the training tokens"),
+}).strict();
+
+/** `[lcblm]`: the Learnable Concept-Based model (SPEC section 4). */
+export const LcblmSchema = z.object({
+  concepts: positiveInt().default(64).describe("K: number of concepts"),
+  embedding_dim: positiveInt().default(32).describe("E: width of each concept embedding"),
+  encoder: z.enum(["linear", "shallow", "mlp"]).default("shallow").describe(
+    "μ(x): Linear d→KE; Linear + GELU; or Linear d→256, ReLU, Linear 256→KE",
+  ),
+  similarity: z.enum(["cosine", "inner", "distance"]).default("cosine").describe(
+    "sim(μ_k, h_k): cosine; inner product; b − ‖μ_k − h_k‖ with learnable b",
+  ),
+  topology: z.enum(["stacked", "summed"]).default("stacked").describe(
+    "Decoder input: the K·E gated embeddings flattened, or their sum over k",
+  ),
+  tau: z.number().gt(0).default(0.5).describe("Relaxed Bernoulli temperature"),
+  z_noise: z.number().min(0).default(0.1).describe("σ₀ of the noise added to μ in training"),
+  prior: z.number().gt(0).lt(1).default(0.05).describe("π: target firing rate of SparsityKL"),
+  gamma: z.number().min(0).default(1).describe("Weight of CondKL"),
+  beta: z.number().min(0).default(4).describe("Weight of SparsityKL"),
+  entropy: z.number().min(0).default(1).describe("Weight of the gate entropy"),
+  ortho: z.number().min(0).default(0).describe(
+    "Weight of the decoder-block orthogonality (stacked)",
+  ),
+  resample_every: z.number().int().min(0).default(0).describe(
+    "Resample dead concepts every N epochs until 80% of training (0: never)",
+  ),
+  lr: z.number().gt(0).default(1e-3).describe("Peak learning rate (Adam)"),
+  batch_size: positiveInt().default(2048).describe("Tokens per step"),
+  epochs: z.number().gt(0).default(4).describe("Passes over the training tokens"),
+}).strict();
+
 /** The whole configuration. Layers: these defaults < config.toml < `--section.key=value` flags. */
 export const ConfigSchema = z.object({
   run: RunSchema.prefault({}),
@@ -110,6 +161,8 @@ export const ConfigSchema = z.object({
   data: DataSchema.prefault({}),
   extract: ExtractSchema.prefault({}),
   train: TrainSchema.prefault({}),
+  sae: SaeSchema.prefault({}),
+  lcblm: LcblmSchema.prefault({}),
 }).strict().superRefine((c, ctx) => {
   if (c.backbone.judge === c.backbone.model) {
     ctx.addIssue({
@@ -134,6 +187,14 @@ export const ConfigSchema = z.object({
       path: ["extract", "stride"],
       input: c.extract.stride,
       message: `expected at most [extract].max_length (${room}) so windows leave no gaps`,
+    });
+  }
+  if (c.lcblm.ortho > 0 && c.lcblm.topology !== "stacked") {
+    ctx.addIssue({
+      code: "custom",
+      path: ["lcblm", "ortho"],
+      input: c.lcblm.ortho,
+      message: 'the orthogonality term needs [lcblm].topology = "stacked"; set ortho = 0',
     });
   }
   if (new Set(c.run.seeds).size !== c.run.seeds.length) {
