@@ -115,7 +115,9 @@ export const SaeSchema = z.object({
   dead_tokens: positiveInt().default(50_000).describe(
     "A latent is dead after not firing for this many training tokens (reference: 10M)",
   ),
-  l1: z.number().min(0).default(1e-3).describe("relu-l1: weight λ of mean|z|"),
+  l1: z.number().min(0).default(1e-3).describe(
+    "relu-l1: weight λ of the mean absolute latent activation",
+  ),
   bias_init: z.enum(["geometric_median", "mean"]).default("geometric_median").describe(
     "Pre-encoder bias initialisation from a training sample",
   ),
