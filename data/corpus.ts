@@ -212,17 +212,25 @@ function rowsToDocuments(rows: Row[], data: Config["data"]): Document[] {
 }
 
 function firstInvalidUtf8(bytes: Uint8Array): number {
+  // A fresh decoder per call: a streaming decode keeps its partial sequence for the next call.
+  const valid = (end: number, stream: boolean) => {
+    try {
+      new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(0, end), { stream });
+      return true;
+    } catch {
+      return false;
+    }
+  };
   let lo = 0;
   let hi = bytes.length;
   while (hi - lo > 1) {
     const mid = (lo + hi) >> 1;
-    try {
-      // A fresh decoder per probe: a streaming decode keeps its partial sequence for the next call.
-      new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(0, mid), { stream: true });
-      lo = mid;
-    } catch {
-      hi = mid;
-    }
+    if (valid(mid, true)) lo = mid;
+    else hi = mid;
+  }
+  // bytes[0, lo) may end inside a character the next byte breaks: report that character's start.
+  for (let back = 0; back < 4 && back <= lo; back++) {
+    if (valid(lo - back, false)) return lo - back;
   }
   return lo;
 }

@@ -71,7 +71,8 @@ export async function extract(
       model_hash: backbone.modelHash,
       tokenizer_hash: backbone.tokenizerHash,
       corpus_hash: await sha256(
-        docs.map((d) => `${d.id}\u0000${d.text}`).join("\u0001"),
+        // Labels too: they are stored in /documents/label, so a relabelled corpus is out of date.
+        docs.map((d) => `${d.id}\u0000${JSON.stringify(d.label)}\u0000${d.text}`).join("\u0001"),
       ),
       data: config.data,
       extract: config.extract,
