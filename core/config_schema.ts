@@ -101,6 +101,41 @@ export const TrainSchema = z.object({
   allow_software_gpu: z.boolean().default(false).describe(
     "Let webgpu run on a software (fallback) adapter such as Mesa's lavapipe",
   ),
+  warmup_fraction: z.number().min(0).lt(1).default(0.05).describe(
+    "Fraction of steps of linear learning-rate warm-up",
+  ),
+  min_lr_fraction: z.number().min(0).max(1).default(0.1).describe(
+    "Cosine decay ends at this fraction of the peak learning rate",
+  ),
+  validations_per_epoch: positiveInt().default(4).describe(
+    "Validations (and best-checkpoint checks) per epoch",
+  ),
+  checkpoint_every: z.number().int().min(0).default(200).describe(
+    "Steps between resumable checkpoints (0: only at the end)",
+  ),
+  patience: z.number().int().min(0).default(0).describe(
+    "Stop after this many validations without improvement (0: never)",
+  ),
+  max_val_tokens: z.number().int().min(0).default(0).describe(
+    "Validate on at most this many validation tokens (0: all)",
+  ),
+}).strict();
+
+/** `[heads]`: next-token heads (SPEC sections 2 and 5). */
+export const HeadsSchema = z.object({
+  dropout: z.number().min(0).lt(1).default(0.2).describe("Dropout on a new head's inputs"),
+  finetune_lr: z.number().gt(0).default(5e-5).describe(
+    "AdamW learning rate when fine-tuning the original head from W_U",
+  ),
+  new_lr: z.number().gt(0).default(5e-4).describe(
+    "AdamW learning rate of heads trained from scratch",
+  ),
+  weight_decay: z.number().min(0).default(0.01).describe("AdamW decoupled weight decay"),
+  batch_size: positiveInt().default(1024).describe("Tokens per step"),
+  epochs: z.number().gt(0).default(2).describe("Passes over the training tokens"),
+  recon_new_head: z.boolean().default(false).describe(
+    "Also train a new head on each SAE/LCBLM reconstruction (SPEC: optional)",
+  ),
 }).strict();
 
 /** `[sae]`: sparse autoencoders (SPEC section 3). */
@@ -163,6 +198,7 @@ export const ConfigSchema = z.object({
   data: DataSchema.prefault({}),
   extract: ExtractSchema.prefault({}),
   train: TrainSchema.prefault({}),
+  heads: HeadsSchema.prefault({}),
   sae: SaeSchema.prefault({}),
   lcblm: LcblmSchema.prefault({}),
 }).strict().superRefine((c, ctx) => {

@@ -5,8 +5,12 @@
  */
 import { loadConfig } from "../core/config.ts";
 import { runMain } from "../core/user_error.ts";
+import { autoencoderStage } from "./_autoencoder_stage.ts";
 import { buildBackbones } from "./backbones.ts";
+import { baselines } from "./baselines.ts";
 import { extract } from "./extract.ts";
+import { lcblmFamily } from "./lcblm.ts";
+import { saeFamily } from "./sae.ts";
 
 if (import.meta.main) {
   await runMain(async (args) => {
@@ -16,6 +20,9 @@ if (import.meta.main) {
     const s = await extract(config, { force: flags.force === true });
     const counts = Object.entries(s.tokens).map(([k, v]) => `${k} ${v}`).join(", ");
     console.log(`pipeline: extract -> ${s.path} (d=${s.d}, tokens ${counts})`);
+    console.log(`\n${(await baselines(config)).table}`);
+    console.log(`\n${(await autoencoderStage(config, saeFamily(config))).table}`);
+    console.log(`\n${(await autoencoderStage(config, lcblmFamily(config))).table}`);
     console.log(`pipeline: done in ${((performance.now() - started) / 1000).toFixed(1)} s`);
   });
 }

@@ -21,9 +21,9 @@ export interface Trainable<B> {
    */
   step(batch: B, lr: number, step: number): number;
   /** Validation metric (lower is better unless `maximize`). */
-  validate(): number;
+  validate(): number | Promise<number>;
   /** Weights and optimiser state, to checkpoint. */
-  saveTensors(): Record<string, NamedTensor>;
+  saveTensors(): Record<string, NamedTensor> | Promise<Record<string, NamedTensor>>;
   /** Restore what {@link saveTensors} returned. */
   loadTensors(tensors: Record<string, NamedTensor>): void;
 }
@@ -47,6 +47,8 @@ export interface TrainLoopOptions {
   resume: boolean;
   /** Extra JSON saved with every checkpoint (e.g. the resolved config). */
   meta?: Record<string, unknown>;
+  /** Called after each step (e.g. periodic resampling); must depend only on the step. */
+  afterStep?: (step: number) => void | Promise<void>;
 }
 
 /** What happened. */
@@ -106,7 +108,7 @@ export async function trainLoop<B extends { n: number }>(
   const total = options.schedule.totalSteps;
   const progress = new Progress(options.label, total, "steps");
   progress.advance(s.step);
-  const save = () => saveCheckpoint(ckptDir, s.step, model.saveTensors(), s);
+  const save = async () => saveCheckpoint(ckptDir, s.step, await model.saveTensors(), s);
   let stoppedEarly = false;
   outer: while (s.step < total) {
     let index = 0;
@@ -123,14 +125,15 @@ export async function trainLoop<B extends { n: number }>(
       s.step++;
       s.batch++;
       progress.advance(1);
+      await options.afterStep?.(s.step);
       // 2. validation, best copy and early stopping
       if (s.step % options.validateEvery === 0 || s.step === total) {
-        const value = model.validate();
+        const value = await model.validate();
         s.history.validations.push({ step: s.step, value });
         if (s.best === null || better(value, s.best.value)) {
           s.best = { value, step: s.step };
           s.sinceBest = 0;
-          await saveCheckpoint(`${options.dir}/best`, s.step, model.saveTensors(), s);
+          await saveCheckpoint(`${options.dir}/best`, s.step, await model.saveTensors(), s);
         } else if (options.patience > 0 && ++s.sinceBest >= options.patience) {
           stoppedEarly = true;
         }
