@@ -6,7 +6,9 @@
 import * as tf from "@tensorflow/tfjs";
 import type { Config } from "../core/config_schema.ts";
 import type { EmbeddingsReader } from "../core/embeddings_store.ts";
+import { atomicWrite } from "../core/atomic_write.ts";
 import { Adam } from "../core/train/adam.ts";
+import { encodeSafetensors } from "../core/train/safetensors.ts";
 import { loadCheckpoint } from "../core/train/checkpoint.ts";
 import { embeddingBatches } from "../core/train/embedding_batches.ts";
 import { tfTrainable } from "../core/train/tf_trainable.ts";
@@ -61,7 +63,8 @@ export function scoreHead(
 }
 
 /**
- * Train the head, restore its best-validation weights and score them.
+ * Train the head, restore its best-validation weights, save them as `<dir>/head.safetensors`
+ * and score them.
  *
  * @param o What to fit.
  * @returns Validation metrics of the best weights and the training history.
@@ -105,5 +108,6 @@ export async function fitHead(
   const best = await loadCheckpoint(`${o.dir}/best`);
   if (best) trainable.loadTensors(best.tensors);
   adam.dispose();
+  await atomicWrite(`${o.dir}/head.safetensors`, encodeSafetensors(head.toTensors()));
   return { validation: scoreHead(head, reader, o.features, config), train };
 }

@@ -165,3 +165,51 @@ Deno.test("training stages refuse embeddings of another backbone or with NaN, wr
   );
   await assert.rejects(Deno.stat(`${nanDir}/sae`));
 });
+
+Deno.test("trained configurations: logits, edits, keep-error identity", async () => {
+  const { loadTrainedSet } = await import("../stages/_trained_models.ts");
+  const cfg = config(RUN);
+  const reader = await EmbeddingsReader.open(`${RUN}/embeddings.h5`);
+  const set = await loadTrainedSet(cfg, reader, 0);
+  assert.deepEqual(set.configurations.map((c) => c.name), [
+    "original",
+    "finetuned_head",
+    "new_head",
+    "sae_latents",
+    "sae_recon_original",
+    "lcblm_latents",
+    "lcblm_recon_original",
+  ]);
+  const x = reader.read("validation", 0, 8).embeddings;
+  const wU = reader.array("lm_head/weight")!.data as Float32Array;
+  reader.close();
+  const byName = Object.fromEntries(set.configurations.map((c) => [c.name, c]));
+  const values = (name: string, edit?: Parameters<typeof byName.original.logits>[1]) =>
+    tf.tidy(() => byName[name].logits(tf.tensor2d(x, [8, 32]), edit).dataSync());
+  // The original head is h·W_Uᵀ, computed here in float64.
+  const orig = values("original");
+  for (const [r, v] of [[0, 0], [3, 100], [7, 511]]) {
+    let s = 0;
+    for (let j = 0; j < 32; j++) s += x[r * 32 + j] * wU[v * 32 + j];
+    assert.ok(Math.abs(orig[r * 512 + v] - s) < 1e-4);
+  }
+  for (const kind of ["sae", "lcblm"]) {
+    const name = `${kind}_recon_original`;
+    // Keeping the error with a no-op edit gives back h exactly: the original head's logits.
+    const same = values(name, { latent: 0, mode: "scale", value: 1, keepError: true });
+    for (let i = 0; i < orig.length; i++) assert.ok(Math.abs(same[i] - orig[i]) < 1e-3);
+    // Without the error term, a no-op edit is the plain reconstruction.
+    const recon = values(name);
+    const noop = values(name, { latent: 0, mode: "scale", value: 1, keepError: false });
+    assert.deepEqual(Array.from(noop), Array.from(recon));
+    // Ablating a latent changes the latent-head logits.
+    const edited = values(`${kind}_latents`, {
+      latent: 1,
+      mode: "clamp",
+      value: 5,
+      keepError: false,
+    });
+    assert.notDeepEqual(Array.from(edited), Array.from(values(`${kind}_latents`)));
+  }
+  set.dispose();
+});
