@@ -6,6 +6,7 @@ import { parseArgs } from "node:util";
 import { parse as parseToml, stringify as stringifyToml } from "smol-toml";
 import type { z } from "zod";
 import { type Config, ConfigSchema } from "./config_schema.ts";
+import { checkSweepSpace } from "./sweep_space.ts";
 import { UserError } from "./user_error.ts";
 
 /** A loaded configuration and where it came from. */
@@ -101,7 +102,7 @@ export function validateConfig(
   origin: (path: PropertyKey[]) => string = () => "the configuration",
 ): Config {
   const result = ConfigSchema.safeParse(raw, { reportInput: true });
-  if (result.success) return result.data;
+  if (result.success) return checkSweepSpace(result.data, origin);
   const lines = result.error.issues.map((issue) => describeIssue(issue, origin));
   throw new UserError(lines.join("\n"));
 }

@@ -191,6 +191,210 @@ export const LcblmSchema = z.object({
   epochs: z.number().gt(0).default(4).describe("Passes over the training tokens"),
 }).strict();
 
+const bounds = (doc: string) => z.tuple([z.number(), z.number()]).optional().describe(doc);
+
+/** One search-space entry of `[sweep.space]`: exactly one distribution. */
+export const DistributionSchema = z.object({
+  uniform: bounds("[a, b]: any number from a to b, uniformly"),
+  log_uniform: bounds("[a, b] with 0 < a: uniform in log space (learning rates, weights)"),
+  int: bounds("[a, b]: an integer from a to b, both included, uniformly"),
+  log_int: bounds("[a, b] with 1 ≤ a: an integer from a to b, both included, uniform in log space"),
+  choice: z.array(z.union([z.number(), z.string(), z.boolean()])).min(1).optional().describe(
+    "[v1, v2, …]: one of the values, each equally likely",
+  ),
+}).loose().superRefine((d, ctx) => {
+  // Loose + this check rather than strict(): the key table of an unknown-key error only knows
+  // config sections, not distributions.
+  const kinds = ["uniform", "log_uniform", "int", "log_int", "choice"];
+  const unknown = Object.keys(d).filter((k) => !kinds.includes(k));
+  if (unknown.length > 0) {
+    ctx.addIssue({
+      code: "custom",
+      path: [],
+      input: d,
+      message: `unknown distribution ${unknown.map((k) => `"${k}"`).join(", ")}; expected ${
+        kinds.join(", ")
+      }`,
+    });
+    return;
+  }
+  const set = Object.entries(d).filter(([, v]) => v !== undefined);
+  if (set.length !== 1) {
+    ctx.addIssue({
+      code: "custom",
+      path: [],
+      input: d,
+      message:
+        "expected exactly one of { uniform = [a, b] }, { log_uniform = [a, b] }, { int = [a, b] }, { log_int = [a, b] }, { choice = [...] }",
+    });
+    return;
+  }
+  const [kind, value] = set[0];
+  if (kind === "choice") return;
+  const [a, b] = value as [number, number];
+  const problem = a > b
+    ? "expected lower ≤ upper"
+    : kind.endsWith("int") && !(Number.isInteger(a) && Number.isInteger(b))
+    ? "expected integer bounds"
+    : kind === "log_uniform" && a <= 0
+    ? "expected bounds > 0 (a log range)"
+    : kind === "log_int" && a < 1
+    ? "expected bounds ≥ 1 (a log range)"
+    : null;
+  if (problem) ctx.addIssue({ code: "custom", path: [kind], input: value, message: problem });
+});
+
+/** `{ "sae.lr" = … }` (a quoted dotted key) → `{ sae = { lr = … } }`, as unquoted TOML gives. */
+function nestDottedKeys(space: unknown): unknown {
+  if (typeof space !== "object" || space === null || Array.isArray(space)) return space;
+  const out: Record<string, unknown> = {};
+  for (const [name, value] of Object.entries(space)) {
+    const dot = name.indexOf(".");
+    if (dot < 0) {
+      out[name] = typeof out[name] === "object" ? { ...out[name], ...value } : value;
+    } else {
+      const section = (out[name.slice(0, dot)] ??= {}) as Record<string, unknown>;
+      section[name.slice(dot + 1)] = value;
+    }
+  }
+  return out;
+}
+
+/** Metrics a sweep can optimise: the training stages' row metrics, and FVU under an L0 budget. */
+export const SWEEP_OBJECTIVES = {
+  autoencoder: [
+    "fvu",
+    "mse",
+    "l0",
+    "dead_fraction",
+    "ce_recon",
+    "ce_recovered",
+    "latent_head_ce",
+    "latent_head_ppl",
+    "latent_head_top1",
+    "fvu_at_l0",
+  ],
+  baselines: ["val_ce", "val_ppl", "val_top1"],
+} as const;
+
+/** `[sweep]`: random-search hyperparameter sweeps (`deno task sweep`). */
+export const SweepSchema = z.object({
+  stage: z.enum(["sae", "lcblm", "baselines"]).default("sae").describe(
+    "Training stage each trial runs",
+  ),
+  n_trials: positiveInt().max(100_000).default(20).describe("Trials to sample and run"),
+  seeds_per_trial: z.number().int().min(0).default(0).describe(
+    "Each trial trains on the first N of [run].seeds (0: all of them)",
+  ),
+  objective: z.enum([...SWEEP_OBJECTIVES.autoencoder, ...SWEEP_OBJECTIVES.baselines]).default("fvu")
+    .describe(
+      "Metric ranked by its mean over seeds; fvu_at_l0: FVU among trials with mean L0 ≤ l0_budget",
+    ),
+  direction: z.enum(["minimize", "maximize"]).default("minimize").describe(
+    "Whether a lower or a higher objective is better",
+  ),
+  l0_budget: z.number().min(0).default(0).describe(
+    "fvu_at_l0: trials whose mean L0 exceeds this rank after all others",
+  ),
+  model: z.string().default("").describe(
+    'Model whose rows the objective reads (empty: the stage\'s model; baselines: "finetuned_head" or "new_head")',
+  ),
+  seed: z.number().int().min(0).default(0).describe(
+    "Seed of trial sampling (same seed, same trials)",
+  ),
+  time_budget_s: z.number().min(0).default(0).describe(
+    "Start no new trial after this many seconds (0: no limit); a rerun continues",
+  ),
+  space: z.preprocess(
+    nestDottedKeys,
+    z.record(z.string(), z.record(z.string(), DistributionSchema)).default({}),
+  ).describe(
+    "Search space: `sae.lr = { log_uniform = [1e-5, 1e-3] }` under [sweep.space]; also uniform, int, log_int, choice",
+  ),
+}).strict().superRefine((s, ctx) => {
+  const issue = (key: string, input: unknown, message: string) =>
+    ctx.addIssue({ code: "custom", path: [key], input, message });
+  const family = s.stage === "baselines" ? "baselines" : "autoencoder";
+  if (!(SWEEP_OBJECTIVES[family] as readonly string[]).includes(s.objective)) {
+    issue(
+      "objective",
+      s.objective,
+      `stage "${s.stage}" reports ${SWEEP_OBJECTIVES[family].join(", ")}`,
+    );
+  }
+  if (s.objective === "fvu_at_l0" && (s.l0_budget <= 0 || s.direction !== "minimize")) {
+    issue("l0_budget", s.l0_budget, 'fvu_at_l0 needs l0_budget > 0 and direction = "minimize"');
+  }
+  if (s.stage === "baselines" && !["finetuned_head", "new_head"].includes(s.model)) {
+    issue("model", s.model, 'stage "baselines" needs model = "finetuned_head" or "new_head"');
+  }
+});
+
+/** `[generate]`: open-ended generation and judged perplexity (SPEC section 6). */
+export const GenerateSchema = z.object({
+  temperature: z.number().min(0).default(0.7).describe("Sampling temperature (0: greedy)"),
+  top_k: z.number().int().min(0).default(100).describe(
+    "Keep the k most likely tokens (0: off)",
+  ),
+  top_p: z.number().gt(0).max(1).default(0.9).describe(
+    "Nucleus: keep the smallest most-likely set reaching this probability (1: off)",
+  ),
+  repetition_penalty: z.number().gt(0).default(1.5).describe(
+    "Divide positive logits of already-used tokens by it, multiply negative ones (1: off)",
+  ),
+  max_new_tokens: positiveInt().default(100).describe("New tokens per sample at most; EOS stops"),
+  samples: positiveInt().default(100).describe("Texts per configuration and seed"),
+  seed: z.number().int().min(0).default(0).describe("Seed of the sampling and the bootstrap"),
+  batch_size: positiveInt().default(50).describe("Samples generated in parallel"),
+  judge_batch_tokens: positiveInt().default(4096).describe(
+    "Padded tokens per judge forward pass (its logits take tokens × vocab × 4 bytes)",
+  ),
+  bootstrap: positiveInt().default(2000).describe("Bootstrap resamples of the perplexity CI"),
+}).strict();
+
+/** `[concepts]`: LLM concept labelling of latents and its detection scoring (SPEC section 6). */
+export const ConceptsSchema = z.object({
+  base_url: z.union([z.literal(""), z.url({ protocol: /^https?$/ })]).default("").describe(
+    'OpenAI-compatible endpoint, e.g. "http://localhost:11434/v1" ("": the offline top-token labeller)',
+  ),
+  model: z.string().min(1).default("gpt-4o-mini").describe("Chat model the endpoint serves"),
+  api_key_env: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$|^$/).default("OPENAI_API_KEY").describe(
+    "Name of the environment variable holding the API key (empty: send no key)",
+  ),
+  max_latents: z.number().int().min(0).default(32).describe(
+    "Label at most N live latents per model (0: all), chosen by firing frequency",
+  ),
+  selection: z.enum(["spread", "frequent"]).default("spread").describe(
+    "spread: N latents evenly over the firing-frequency ranking; frequent: the N most frequent",
+  ),
+  contexts: positiveInt().max(100).default(10).describe(
+    "Contexts shown per latent: half the top activations, half across activation quantiles",
+  ),
+  window: z.number().int().min(0).default(12).describe("Tokens of context before the peak token"),
+  window_after: z.number().int().min(0).default(4).describe("Tokens of context after the peak"),
+  held_out_active: z.number().int().min(0).default(5).describe(
+    "Held-out activating contexts per latent for detection scoring",
+  ),
+  held_out_inactive: z.number().int().min(0).default(5).describe(
+    "Held-out non-activating contexts per latent for detection scoring",
+  ),
+  top_tokens: positiveInt().default(10).describe("Latent-head output tokens shown per latent"),
+  max_tokens: z.number().int().min(0).default(0).describe(
+    "Evaluate latents on at most this many validation tokens (0: all)",
+  ),
+  max_tries: positiveInt().max(50).default(5).describe(
+    "Requests per LLM call (retries and re-asks included) before the latent is recorded as failed",
+  ),
+  timeout_s: z.number().gt(0).default(60).describe("Seconds before one request is abandoned"),
+  concurrency: positiveInt().max(64).default(4).describe("LLM requests in flight at once"),
+  all_seeds: z.boolean().default(false).describe(
+    "Label the models of every [run].seeds (false: only the first seed)",
+  ),
+  seed: z.number().int().min(0).default(0).describe(
+    "Seed of context sampling, shuffling and retry jitter",
+  ),
+}).strict();
+
 /** The whole configuration. Layers: these defaults < config.toml < `--section.key=value` flags. */
 export const ConfigSchema = z.object({
   run: RunSchema.prefault({}),
@@ -201,6 +405,9 @@ export const ConfigSchema = z.object({
   heads: HeadsSchema.prefault({}),
   sae: SaeSchema.prefault({}),
   lcblm: LcblmSchema.prefault({}),
+  concepts: ConceptsSchema.prefault({}),
+  generate: GenerateSchema.prefault({}),
+  sweep: SweepSchema.prefault({}),
 }).strict().superRefine((c, ctx) => {
   if (c.backbone.judge === c.backbone.model) {
     ctx.addIssue({
