@@ -206,6 +206,18 @@ export class EmbeddingsReader {
     };
   }
 
+  /** The backbone's original LM head: W_U [vocab, d] and its bias (null when it has none). */
+  lmHead(): { weight: Float32Array; bias: Float32Array | null; vocab: number } {
+    const weight = this.array("lm_head/weight");
+    if (!weight) throw new UserError(`Cannot read "${this.path}": it has no lm_head/weight`);
+    const bias = this.array("lm_head/bias");
+    return {
+      weight: weight.data as Float32Array,
+      bias: (bias?.data ?? null) as Float32Array | null,
+      vocab: weight.shape[0],
+    };
+  }
+
   /** An attribute of the file's root, or null. */
   attribute(name: string): string | number | null {
     const attr = this.#file.attrs[name];

@@ -63,8 +63,7 @@ export async function autoencoderStage<M>(
   const reader = await openEmbeddings(config);
   try {
     const d = reader.d;
-    const weight = reader.array("lm_head/weight")!.data as Float32Array;
-    const bias = (reader.array("lm_head/bias")?.data ?? null) as Float32Array | null;
+    const { weight, bias } = reader.lmHead();
     const embeddingsHash = String(reader.attribute("config_hash"));
     const standardizer = Standardizer.fit(reader);
     const sampleRows = Math.min(reader.rows("train"), 8192);

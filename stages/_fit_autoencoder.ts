@@ -14,6 +14,7 @@ import type { NamedTensor } from "../core/train/safetensors.ts";
 import type { Standardizer } from "../core/train/standardizer.ts";
 import { tfTrainable } from "../core/train/tf_trainable.ts";
 import { trainLoop, type TrainResult } from "../core/train/train_loop.ts";
+import { loopOptions } from "./_loop_options.ts";
 import { firingHistogram, ReconstructionMetrics } from "../eval/reconstruction_metrics.ts";
 import { LinearHead } from "../models/linear_head.ts";
 import { type Features, fitHead, scoreHead } from "./_fit_head.ts";
@@ -94,8 +95,6 @@ export async function fitAutoencoder(o: FitAutoencoderOptions): Promise<{
   const raw = (x: Float32Array, n: number) => tf.tensor2d(x, [n, d]);
   try {
     // 1. Train on standardised tokens; validate by FVU on the validation split.
-    const stepsPerEpoch = Math.ceil(reader.rows("train") / o.batchSize);
-    const totalSteps = Math.max(1, Math.round(o.epochs * stepsPerEpoch));
     const adam = new Adam(model.variables(), { lr: o.lr });
     const validate = () => reconstructionMetrics(o, model, standardize).fvu;
     const trainable = tfTrainable({
@@ -106,27 +105,10 @@ export async function fitAutoencoder(o: FitAutoencoderOptions): Promise<{
       validate,
       extraState: model.extraState,
     }, o.seed);
+    const options = loopOptions(config, reader, { ...o, standardizer });
+    const totalSteps = options.schedule.totalSteps;
     const train = await trainLoop(trainable, {
-      dir: o.dir,
-      label: o.label,
-      schedule: {
-        lr: o.lr,
-        warmupSteps: Math.round(config.train.warmup_fraction * totalSteps),
-        totalSteps,
-        minLrFraction: config.train.min_lr_fraction,
-      },
-      epochBatches: (epoch) =>
-        embeddingBatches(reader, "train", {
-          batchSize: o.batchSize,
-          shuffle: true,
-          seed: o.seed,
-          epoch,
-          standardizer,
-        }),
-      validateEvery: Math.max(1, Math.floor(stepsPerEpoch / config.train.validations_per_epoch)),
-      checkpointEvery: config.train.checkpoint_every,
-      patience: config.train.patience,
-      resume: o.resume,
+      ...options,
       afterStep: model.afterStep ? (step) => model.afterStep!(step, totalSteps, adam) : undefined,
     });
     const best = await loadCheckpoint(`${o.dir}/best`);

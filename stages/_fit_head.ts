@@ -13,8 +13,9 @@ import { loadCheckpoint } from "../core/train/checkpoint.ts";
 import { embeddingBatches } from "../core/train/embedding_batches.ts";
 import { tfTrainable } from "../core/train/tf_trainable.ts";
 import { trainLoop, type TrainResult } from "../core/train/train_loop.ts";
+import { loopOptions } from "./_loop_options.ts";
 import { NextTokenMetrics, type NextTokenResult } from "../eval/next_token_metrics.ts";
-import { LinearHead } from "../models/linear_head.ts";
+import type { LinearHead } from "../models/linear_head.ts";
 
 /** Maps a batch of raw embeddings [n, d] to head inputs [n, inputs]. */
 export type Features = (x: Float32Array, n: number) => tf.Tensor2D;
@@ -74,8 +75,6 @@ export async function fitHead(
 ): Promise<{ validation: NextTokenResult; train: TrainResult }> {
   const { config, reader, head } = o;
   const h = config.heads;
-  const stepsPerEpoch = Math.ceil(reader.rows("train") / h.batch_size);
-  const totalSteps = Math.max(1, Math.round(h.epochs * stepsPerEpoch));
   const adam = new Adam(head.variables(), { lr: o.lr, weightDecay: h.weight_decay });
   const trainable = tfTrainable({
     variables: head.variables(),
@@ -84,27 +83,10 @@ export async function fitHead(
       tf.tidy(() => head.trainStep(o.features(b.x, b.n), b.targets, adam, seed)),
     validate: () => scoreHead(head, reader, o.features, config).ce,
   }, o.seed);
-  const train = await trainLoop(trainable, {
-    dir: o.dir,
-    label: o.label,
-    schedule: {
-      lr: o.lr,
-      warmupSteps: Math.round(config.train.warmup_fraction * totalSteps),
-      totalSteps,
-      minLrFraction: config.train.min_lr_fraction,
-    },
-    epochBatches: (epoch) =>
-      embeddingBatches(reader, "train", {
-        batchSize: h.batch_size,
-        shuffle: true,
-        seed: o.seed,
-        epoch,
-      }),
-    validateEvery: Math.max(1, Math.floor(stepsPerEpoch / config.train.validations_per_epoch)),
-    checkpointEvery: config.train.checkpoint_every,
-    patience: config.train.patience,
-    resume: o.resume,
-  });
+  const train = await trainLoop(
+    trainable,
+    loopOptions(config, reader, { ...o, batchSize: h.batch_size, epochs: h.epochs }),
+  );
   const best = await loadCheckpoint(`${o.dir}/best`);
   if (best) trainable.loadTensors(best.tensors);
   adam.dispose();

@@ -75,8 +75,7 @@ export async function loadTrainedSet(
   seed: number,
 ): Promise<TrainedSet> {
   const d = reader.d;
-  const wU = reader.array("lm_head/weight")!.data as Float32Array;
-  const bU = (reader.array("lm_head/bias")?.data ?? null) as Float32Array | null;
+  const { weight: wU, bias: bU } = reader.lmHead();
   const vocab = wU.length / d;
   const disposers: Array<() => void> = [];
   const head = (name: string, inputs: number, weight: Float32Array, bias: Float32Array | null) => {

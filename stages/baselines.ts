@@ -33,8 +33,7 @@ export async function baselines(
   const reader = await openEmbeddings(config);
   try {
     const d = reader.d;
-    const weight = reader.array("lm_head/weight")!.data as Float32Array;
-    const bias = (reader.array("lm_head/bias")?.data ?? null) as Float32Array | null;
+    const { weight, bias } = reader.lmHead();
     const vocab = weight.length / d;
     const embeddingsHash = String(reader.attribute("config_hash"));
     const raw = (x: Float32Array, n: number) => tf.tensor2d(x, [n, d]);
