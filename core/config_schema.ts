@@ -395,6 +395,49 @@ export const ConceptsSchema = z.object({
   ),
 }).strict();
 
+/** `[intervene]`: ablate, scale or clamp latents while generating (SPEC section 6). */
+export const InterveneSchema = z.object({
+  configurations: z.array(
+    z.enum([
+      "sae_latents",
+      "sae_recon_original",
+      "sae_recon_new",
+      "lcblm_latents",
+      "lcblm_recon_original",
+      "lcblm_recon_new",
+    ]),
+  ).min(1).default(["sae_latents", "lcblm_latents"]).describe(
+    "Head configurations edited (those trained); recon ones decode the edited latents",
+  ),
+  latents: z.number().int().min(0).default(4).describe(
+    "Edit the N most frequently firing latents per model (ignored when latent_list is set)",
+  ),
+  latent_list: z.array(z.number().int().min(0)).default([]).describe(
+    "Edit exactly these latents instead of the most frequent ones",
+  ),
+  ablate: z.boolean().default(true).describe("Include the ablation (latent set to 0, dose 0)"),
+  scales: z.array(z.number().min(0)).default([0.5, 2, 4, 8]).describe(
+    "Scale doses: the latent is multiplied by each",
+  ),
+  clamps: z.array(z.number().min(0)).default([1, 2, 4, 8]).describe(
+    "Clamp doses: the latent is set to each multiple of its typical max activation",
+  ),
+  keep_error: z.boolean().default(false).describe(
+    "Recon configurations keep the reconstruction error: h' = x̂(edited) + (h − x̂)",
+  ),
+  samples: positiveInt().default(8).describe("Texts per configuration, seed and dose"),
+  max_new_tokens: positiveInt().default(30).describe("New tokens per text at most"),
+  top_tokens: positiveInt().default(10).describe(
+    "A latent's output tokens: the N whose logits its edit raises most",
+  ),
+  activation_tokens: positiveInt().default(4000).describe(
+    "Validation tokens used to rank latents by firing frequency and find their max activation",
+  ),
+  seed: z.number().int().min(0).default(0).describe(
+    "Seed of the sampling, the random-control latents and the bootstrap",
+  ),
+}).strict();
+
 /** The whole configuration. Layers: these defaults < config.toml < `--section.key=value` flags. */
 export const ConfigSchema = z.object({
   run: RunSchema.prefault({}),
@@ -407,6 +450,7 @@ export const ConfigSchema = z.object({
   lcblm: LcblmSchema.prefault({}),
   concepts: ConceptsSchema.prefault({}),
   generate: GenerateSchema.prefault({}),
+  intervene: InterveneSchema.prefault({}),
   sweep: SweepSchema.prefault({}),
 }).strict().superRefine((c, ctx) => {
   if (c.backbone.judge === c.backbone.model) {

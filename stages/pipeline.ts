@@ -8,8 +8,12 @@ import { runMain } from "../core/user_error.ts";
 import { autoencoderStage } from "./_autoencoder_stage.ts";
 import { buildBackbones } from "./backbones.ts";
 import { baselines } from "./baselines.ts";
+import { concepts } from "./concepts.ts";
 import { extract } from "./extract.ts";
+import { intervene } from "./intervene.ts";
 import { lcblmFamily } from "./lcblm.ts";
+import { perplexity } from "./perplexity.ts";
+import { report } from "./report.ts";
 import { saeFamily } from "./sae.ts";
 
 if (import.meta.main) {
@@ -23,6 +27,10 @@ if (import.meta.main) {
     console.log(`\n${(await baselines(config)).table}`);
     console.log(`\n${(await autoencoderStage(config, saeFamily(config))).table}`);
     console.log(`\n${(await autoencoderStage(config, lcblmFamily(config))).table}`);
+    console.log(`\n${(await perplexity(config)).table}`);
+    console.log(`\n${(await concepts(config)).table}`);
+    console.log(`\n${(await intervene(config)).table}`);
+    console.log(`\npipeline: report -> ${(await report(config)).path}`);
     console.log(`pipeline: done in ${((performance.now() - started) / 1000).toFixed(1)} s`);
   });
 }
