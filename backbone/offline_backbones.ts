@@ -4,10 +4,12 @@
  * Add a model = add a row.
  * @module
  */
+import { atomicWrite } from "../core/atomic_write.ts";
 import type { Config } from "../core/config_schema.ts";
 import { sha256 } from "../core/hash.ts";
+import { UserError } from "../core/user_error.ts";
 import { loadCorpus } from "../data/corpus.ts";
-import { trainByteLevelBpe } from "./bpe.ts";
+import { type ByteLevelBpe, trainByteLevelBpe } from "./bpe.ts";
 import { writeGpt2Folder } from "./gpt2_onnx.ts";
 import { type Gpt2Shape, randomGpt2Weights } from "./gpt2_weights.ts";
 
@@ -19,6 +21,11 @@ export interface OfflineRecipe {
   shape: Omit<Gpt2Shape, "vocabSize">;
   seed: number;
   purpose: string;
+  /**
+   * Committed folder with this recipe's trained weights (`deno task train-backbones`), copied
+   * into place instead of building random ones; absent: random GPT-2 initialisation.
+   */
+  trained?: string;
 }
 
 /** The offline models, by folder name under `backbones/`. */
@@ -37,6 +44,7 @@ export const OFFLINE_BACKBONES: Readonly<Record<string, OfflineRecipe>> = Object
       shape: { nPositions: 256, nEmbd: 128, nLayer: 4, nHead: 4 },
       seed: 2,
       purpose: "the offline default backbone",
+      trained: "backbones-trained/tiny-gpt2",
     },
     "tiny-judge": {
       corpus: "sotu",
@@ -44,6 +52,7 @@ export const OFFLINE_BACKBONES: Readonly<Record<string, OfflineRecipe>> = Object
       shape: { nPositions: 256, nEmbd: 96, nLayer: 3, nHead: 4 },
       seed: 3,
       purpose: "the offline judge LM: its own tokenizer and corpus, independent seed",
+      trained: "backbones-trained/tiny-judge",
     },
   });
 
@@ -69,7 +78,8 @@ export function offlineRecipeName(spec: string): string | null {
 }
 
 /**
- * Build one offline model into `dir` (skipped when `dir` already holds the same recipe).
+ * Build one offline model into `dir` (skipped when `dir` already holds the same recipe): a copy
+ * of its committed trained weights when the recipe names them, else a seeded random graph.
  *
  * @param name A key of {@link OFFLINE_BACKBONES}.
  * @param dir Output folder.
@@ -87,23 +97,13 @@ export async function buildOfflineBackbone(
       }`,
     );
   }
+  if (recipe.trained) return await copyTrainedBackbone(recipe.trained, dir);
   const recipeHash = await sha256(JSON.stringify(recipe));
   const existing = await Deno.readTextFile(`${dir}/config.json`).catch(() => null);
   if (
     existing !== null && JSON.parse(existing).lcblm?.recipe_hash === recipeHash
   ) return false;
-  const { documents } = await loadCorpus({
-    source: recipe.corpus,
-    path: "",
-    text_column: "text",
-    label_column: "",
-    val_fraction: 0.1,
-    split_seed: 0,
-    max_documents: 0,
-  });
-  const tokenizer = trainByteLevelBpe(documents.map((d) => d.text), {
-    vocabSize: recipe.vocabSize,
-  });
+  const tokenizer = await recipeTokenizer(recipe);
   const shape = { ...recipe.shape, vocabSize: recipe.vocabSize };
   await writeGpt2Folder(
     dir,
@@ -117,5 +117,53 @@ export async function buildOfflineBackbone(
       weights: "random (GPT-2 init)",
     },
   );
+  return true;
+}
+
+/**
+ * The recipe's byte-level BPE tokenizer, trained on its whole shipped corpus (deterministic).
+ *
+ * @param recipe An offline recipe.
+ * @returns The tokenizer files and special ids.
+ */
+export async function recipeTokenizer(recipe: OfflineRecipe): Promise<ByteLevelBpe> {
+  const { documents } = await loadCorpus({
+    source: recipe.corpus,
+    path: "",
+    text_column: "text",
+    label_column: "",
+    val_fraction: 0.1,
+    split_seed: 0,
+    max_documents: 0,
+  });
+  return trainByteLevelBpe(documents.map((d) => d.text), { vocabSize: recipe.vocabSize });
+}
+
+/** The files of a model folder, `config.json` last: it marks a complete copy. */
+const MODEL_FILES = [
+  "onnx/model.onnx",
+  "tokenizer.json",
+  "tokenizer_config.json",
+  "generation_config.json",
+  "config.json",
+];
+
+/** Copy a committed trained model into `dir` unless `dir` already holds the same one. */
+async function copyTrainedBackbone(source: string, dir: string): Promise<boolean> {
+  const config = await Deno.readTextFile(`${source}/config.json`).catch(() => null);
+  if (config === null) {
+    throw new UserError(
+      `Cannot build "${dir}": its trained weights "${source}" are missing; restore them from git ` +
+        `or run "deno task train-backbones" (about 30 min on 2 cores)`,
+    );
+  }
+  const existing = await Deno.readTextFile(`${dir}/config.json`).catch(() => null);
+  if (existing === config && await Deno.stat(`${dir}/onnx/model.onnx`).catch(() => null)) {
+    return false;
+  }
+  await Deno.remove(`${dir}/config.json`).catch(() => {});
+  for (const file of MODEL_FILES) {
+    await atomicWrite(`${dir}/${file}`, await Deno.readFile(`${source}/${file}`));
+  }
   return true;
 }
