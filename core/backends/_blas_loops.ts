@@ -8,6 +8,7 @@
  * shape, scalar, row `[M,N]·[N]`, column `[M,N]·[M,1]`) have flat loops, the rest a strided one.
  * @module
  */
+import { gatherSlices, scatterAddRows, topkRows } from "./_blas_select.ts";
 
 /** Output arrays: float32, or bool as Uint8Array. */
 export type Vals = Float32Array | Uint8Array;
@@ -43,7 +44,7 @@ export interface BinaryOp {
 export const BINARY_EXPR: Record<string, string> = {
   Add: "x + y",
   Sub: "x - y",
-  Mul: "x * y",
+  Multiply: "x * y",
   RealDiv: "x / y",
   Maximum: "Math.max(x, y)",
   Minimum: "Math.min(x, y)",
@@ -205,7 +206,37 @@ export type Job =
     v: Float32Array;
     c: AdamCoefficients;
   }
-  | { kind: "fill"; o: Float32Array; value: number };
+  | { kind: "fill"; o: Float32Array; value: number }
+  | {
+    kind: "topk";
+    x: Float32Array;
+    n: number;
+    k: number;
+    vals: Float32Array;
+    idx: Int32Array;
+    bad: Int32Array;
+  }
+  | {
+    kind: "gather";
+    x: Float32Array;
+    indices: Int32Array;
+    o: Float32Array;
+    outer: number;
+    dim: number;
+    nIdx: number;
+    slice: number;
+    start: number;
+    end: number;
+  }
+  | {
+    kind: "scatter";
+    rowOf: Int32Array;
+    updates: Float32Array;
+    o: Float32Array;
+    slice: number;
+    lo: number;
+    hi: number;
+  };
 
 /** Runs one job on this thread. */
 export function runJob(job: Job): void {
@@ -221,6 +252,25 @@ export function runJob(job: Job): void {
       break;
     case "fill":
       job.o.fill(job.value);
+      break;
+    case "topk":
+      topkRows(job.x, job.n, job.k, job.vals, job.idx, job.bad);
+      break;
+    case "gather":
+      gatherSlices(
+        job.x,
+        job.indices,
+        job.o,
+        job.outer,
+        job.dim,
+        job.nIdx,
+        job.slice,
+        job.start,
+        job.end,
+      );
+      break;
+    case "scatter":
+      scatterAddRows(job.rowOf, job.updates, job.o, job.slice, job.lo, job.hi);
       break;
   }
 }

@@ -201,3 +201,65 @@ export function parallelAdam(
     })),
   );
 }
+
+/** The TopK row loop (see `topkRows`), split by rows when large and shared. */
+export function parallelTopk(
+  x: Float32Array,
+  n: number,
+  k: number,
+  vals: Float32Array,
+  idx: Int32Array,
+  bad: Int32Array,
+): void {
+  const rows = vals.length / k;
+  if (x.length < PARALLEL_MIN || threadCount() === 1 || !shared(x, vals, idx, bad)) {
+    runJob({ kind: "topk", x, n, k, vals, idx, bad });
+    return;
+  }
+  runAll(
+    shares(rows, 1).map(([s, e]) => ({
+      kind: "topk",
+      x: x.subarray(s * n, e * n),
+      n,
+      k,
+      vals: vals.subarray(s * k, e * k),
+      idx: idx.subarray(s * k, e * k),
+      bad,
+    })),
+  );
+}
+
+/** A float32 gather of `count` slices (see `gatherSlices`), split when large and shared. */
+export function parallelGather(
+  x: Float32Array,
+  indices: Int32Array,
+  o: Float32Array,
+  outer: number,
+  dim: number,
+  nIdx: number,
+  slice: number,
+): void {
+  const count = o.length / slice;
+  const base = { kind: "gather" as const, x, indices, o, outer, dim, nIdx, slice };
+  if (o.length < PARALLEL_MIN || threadCount() === 1 || !shared(x, indices, o)) {
+    runJob({ ...base, start: 0, end: count });
+    return;
+  }
+  runAll(shares(count, 1).map(([start, end]) => ({ ...base, start, end })));
+}
+
+/** Scatter-add of update rows into `o` (see `scatterAddRows`), split by target rows. */
+export function parallelScatter(
+  rowOf: Int32Array,
+  updates: Float32Array,
+  o: Float32Array,
+  slice: number,
+): void {
+  const rows = o.length / slice;
+  const base = { kind: "scatter" as const, rowOf, updates, o, slice };
+  if (updates.length < PARALLEL_MIN || threadCount() === 1 || !shared(rowOf, updates, o)) {
+    runJob({ ...base, lo: 0, hi: rows });
+    return;
+  }
+  runAll(shares(rows, 1).map(([lo, hi]) => ({ ...base, lo, hi })));
+}

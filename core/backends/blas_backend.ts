@@ -2,7 +2,8 @@
  * The `blas` TensorFlow.js backend: every `cpu` kernel, with the ones that dominate SAE
  * training replaced — matmuls by OpenBLAS `sgemm`, Transpose by `somatcopy`, Sum/Mean by
  * `sgemv`, broadcasting binary ops, comparisons and unary ops by generated loops, and the
- * ReLU/Abs/Square/Sum/Mean gradients by one-pass kernels — over a pool of reused arrays.
+ * ReLU/Abs/Square/Sum/Mean gradients by one-pass kernels, and TopK, GatherV2 and ScatterNd by
+ * row kernels (_blas_sparse.ts) — over a pool of reused arrays.
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
@@ -23,6 +24,7 @@ import {
   transposeKernel,
 } from "./_blas_linalg.ts";
 import { installBlasGradients } from "./_blas_gradients.ts";
+import { gatherKernel, scatterNdKernel, topkKernel } from "./_blas_sparse.ts";
 import { parallelFill } from "./_blas_threads.ts";
 import { loadOpenBlas, type OpenBlas } from "./openblas.ts";
 
@@ -38,6 +40,9 @@ function overrides(): Map<string, (stock: tf.KernelFunc) => tf.KernelFunc> {
     ["Sum", (stock) => reduceKernel(stock, false)],
     ["Mean", (stock) => reduceKernel(stock, true)],
     ["AddN", addNKernel],
+    ["TopK", topkKernel],
+    ["GatherV2", gatherKernel],
+    ["ScatterNd", scatterNdKernel],
   ]);
   for (const name of BINARY_KERNELS) {
     if (!name.startsWith("Blas")) table.set(name, (stock) => binaryKernel(name, stock));
@@ -60,7 +65,7 @@ const broadcastScaleKernel: tf.KernelFunc = (args) => {
   const out = backend.alloc(tf.util.sizeFromShape(shape));
   const xv = backend.f32(x);
   if (xv.length === 1) parallelFill(out, xv[0] * scale);
-  else runBinary(BINARY_OPS.Mul, xv, x.shape, new Float32Array([scale]), [], shape, out);
+  else runBinary(BINARY_OPS.Multiply, xv, x.shape, new Float32Array([scale]), [], shape, out);
   return backend.output(out, shape);
 };
 

@@ -1,0 +1,321 @@
+// The blas backend's sparse kernels (TopK, GatherV2, ScatterNd; core/backends/_blas_sparse.ts)
+// against the stock cpu kernels: identical values and indices (bit for bit, −0 included) on
+// random and tie-heavy inputs of various shapes, the stock errors, the fallbacks, recycled
+// (unzeroed) pool arrays, and gradients through gather and the TopK SAE's sparse ops.
+// Run: deno test -A tests/blas_kernels_test.ts
+
+import assert from "node:assert/strict";
+import * as tf from "@tensorflow/tfjs";
+import { Rng } from "../core/rng.ts";
+import { openBlasAvailable } from "../core/backends/openblas.ts";
+import { type BlasBackend, registerBlasBackend } from "../core/backends/blas_backend.ts";
+import { gatherCombine, gatherDot, gatherRows } from "../models/sparse_topk.ts";
+
+const ignore = !openBlasAvailable();
+if (ignore) console.log("blas_kernels_test: skipping: OpenBLAS not found");
+else registerBlasBackend();
+
+type Arr = Float32Array | Int32Array | Uint8Array;
+interface Spec {
+  data: Arr;
+  shape: number[];
+  dtype: "float32" | "int32" | "bool";
+}
+
+/** Runs `fn` on fresh tensors made from `inputs` on `backend`; returns its outputs' data. */
+async function on(
+  backend: string,
+  inputs: Spec[],
+  fn: (...ts: tf.Tensor[]) => tf.Tensor | tf.Tensor[],
+): Promise<{ data: Arr; shape: number[] }[]> {
+  await tf.setBackend(backend);
+  return tf.tidy(() => {
+    const ts = inputs.map((s) => tf.tensor(s.data.slice(), s.shape, s.dtype));
+    const out = fn(...ts);
+    return (Array.isArray(out) ? out : [out]).map((t) => ({
+      data: (t.dataSync() as Arr).slice(),
+      shape: t.shape,
+    }));
+  });
+}
+
+/** Bitwise equality (NaN equals NaN, −0 differs from +0). */
+function assertSame(a: { data: Arr; shape: number[] }[], b: { data: Arr; shape: number[] }[]) {
+  assert.equal(a.length, b.length);
+  for (let t = 0; t < a.length; t++) {
+    assert.deepEqual(a[t].shape, b[t].shape);
+    assert.equal(a[t].data.constructor, b[t].data.constructor);
+    assert.equal(a[t].data.length, b[t].data.length);
+    for (let i = 0; i < a[t].data.length; i++) {
+      if (!Object.is(a[t].data[i], b[t].data[i])) {
+        assert.fail(`output ${t} element ${i}: blas ${a[t].data[i]} vs cpu ${b[t].data[i]}`);
+      }
+    }
+  }
+}
+
+/** The same computation on blas and cpu gives identical outputs. */
+async function matchesCpu(inputs: Spec[], fn: (...ts: tf.Tensor[]) => tf.Tensor | tf.Tensor[]) {
+  const cpu = await on("cpu", inputs, fn);
+  const blas = await on("blas", inputs, fn);
+  assertSame(blas, cpu);
+}
+
+/** The same computation throws the same message on blas and cpu. */
+async function throwsLikeCpu(inputs: Spec[], fn: (...ts: tf.Tensor[]) => tf.Tensor) {
+  const message = async (backend: string) => {
+    try {
+      await on(backend, inputs, fn);
+    } catch (e) {
+      return (e as Error).message;
+    }
+    return "no error";
+  };
+  const cpu = await message("cpu");
+  assert.notEqual(cpu, "no error");
+  assert.equal(await message("blas"), cpu);
+}
+
+const f32 = (shape: number[], gen: (i: number) => number): Spec => ({
+  data: Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, (_, i) => gen(i)),
+  shape,
+  dtype: "float32",
+});
+const i32 = (shape: number[], gen: (i: number) => number): Spec => ({
+  data: Int32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, (_, i) => gen(i)),
+  shape,
+  dtype: "int32",
+});
+
+const rng = new Rng(7);
+const normal = () => rng.normal();
+/** Tie-heavy: a few small values, with −0 and +0 both present. */
+const ties = () => [0, -0, 1, -1, 2, 0.5][rng.int(6)];
+
+Deno.test({
+  name: "blas TopK equals the stock kernel on random and tie-heavy rows",
+  ignore,
+  async fn() {
+    const cases: Array<[number[], number]> = [
+      [[5], 1],
+      [[5], 5],
+      [[1, 7], 3],
+      [[7, 100], 1],
+      [[7, 100], 3],
+      [[7, 100], 100],
+      [[3, 4, 50], 10],
+      [[16, 1000], 64],
+      [[64, 24576], 32],
+      [[4, 24576], 512],
+    ];
+    for (const [shape, k] of cases) {
+      for (const gen of [normal, ties, () => 3]) {
+        await matchesCpu([f32(shape, gen)], (x) => {
+          const { values, indices } = tf.topk(x, k);
+          return [values, indices];
+        });
+      }
+    }
+  },
+});
+
+Deno.test({
+  name: "blas TopK falls back to the stock kernel for NaN, ±∞, sorted=false and int32",
+  ignore,
+  async fn() {
+    const special = [NaN, Infinity, -Infinity];
+    for (const s of special) {
+      const spec = f32([3, 40], (i) => i % 7 === 3 ? s : rng.normal());
+      await matchesCpu([spec], (x) => Object.values(tf.topk(x, 5)));
+    }
+    await matchesCpu([f32([6, 300], normal)], (x) => Object.values(tf.topk(x, 8, false)));
+    await matchesCpu([i32([6, 300], () => rng.int(10))], (x) => Object.values(tf.topk(x, 8)));
+  },
+});
+
+Deno.test({
+  name: "blas GatherV2 equals the stock kernel on every axis, batchDims and dtype",
+  ignore,
+  async fn() {
+    // Axis 0 of [m, d] with [B, k] indices (the SAE's gathers), with repeats.
+    await matchesCpu(
+      [f32([300, 768], normal), i32([64, 32], () => rng.int(300))],
+      (x, i) => tf.gather(x, i),
+    );
+    await matchesCpu(
+      [f32([50, 3], normal), i32([17], () => rng.int(50))],
+      (x, i) => tf.gather(x, i),
+    );
+    await matchesCpu(
+      [f32([50], normal), i32([4, 5], () => rng.int(50))],
+      (x, i) => tf.gather(x, i),
+    );
+    // Axis 1 (AuxK's pre[:, dead]) and a middle axis.
+    await matchesCpu(
+      [f32([8, 1000], normal), i32([37], () => rng.int(1000))],
+      (x, i) => tf.gather(x, i, 1),
+    );
+    await matchesCpu(
+      [f32([3, 20, 40], normal), i32([2, 6], () => rng.int(20))],
+      (x, i) => tf.gather(x, i, 1),
+    );
+    // batchDims 1 (the dense path's z[i, idx[i]]).
+    await matchesCpu(
+      [f32([16, 500], normal), i32([16, 32], () => rng.int(500))],
+      (x, i) => tf.gather(x, i, 1, 1),
+    );
+    // int32 and bool tables.
+    await matchesCpu(
+      [i32([30, 5], () => rng.int(100)), i32([9], () => rng.int(30))],
+      (x, i) => tf.gather(x, i),
+    );
+    await matchesCpu(
+      [
+        { data: Uint8Array.from({ length: 60 }, () => rng.int(2)), shape: [12, 5], dtype: "bool" },
+        i32(
+          [7],
+          () => rng.int(12),
+        ),
+      ],
+      (x, i) => tf.gather(x, i),
+    );
+    await throwsLikeCpu(
+      [f32([5, 2], normal), i32([3], (j) => [0, 5, 1][j])],
+      (x, i) => tf.gather(x, i),
+    );
+    await throwsLikeCpu(
+      [f32([5, 2], normal), i32([3], (j) => [0, -1, 1][j])],
+      (x, i) => tf.gather(x, i),
+    );
+  },
+});
+
+Deno.test({
+  name: "blas ScatterNd equals the stock kernel (duplicate rows summed in order)",
+  ignore,
+  async fn() {
+    // Row scatter-add [n, 1] → [m, d] with many duplicates (the SAE's gradients).
+    await matchesCpu(
+      [i32([2048, 1], () => rng.int(40)), f32([2048, 768], normal)],
+      (i, u) => tf.scatterND(i, u, [40, 768]),
+    );
+    // Element scatter [n, 2] → [B, m] (scatterLatents).
+    await matchesCpu(
+      [i32([96, 2], (j) => j % 2 === 0 ? (j >> 1) % 12 : rng.int(300)), f32([96], normal)],
+      (i, u) => tf.scatterND(i, u, [12, 300]),
+    );
+    await matchesCpu(
+      [i32([10, 1], () => rng.int(6)), f32([10], ties)],
+      (i, u) => tf.scatterND(i, u, [6]),
+    );
+    await throwsLikeCpu(
+      [i32([3, 1], (j) => [0, 9, 1][j]), f32([3, 4], normal)],
+      (i, u) => tf.scatterND(i, u, [5, 4]),
+    );
+  },
+});
+
+Deno.test({
+  name: "blas sparse kernels write whole outputs into recycled (unzeroed) pool arrays",
+  ignore,
+  async fn() {
+    await tf.setBackend("blas");
+    const backend = tf.backend() as BlasBackend;
+    // Fill the pool with NaN arrays of every output size used below.
+    for (const n of [64 * 32, 64 * 32 * 16, 40 * 16]) {
+      const garbage = backend.alloc(n);
+      garbage.fill(NaN);
+      backend.recycle(garbage);
+    }
+    const x = f32([64, 500], normal);
+    const idx = i32([64, 32], () => rng.int(40));
+    const upd = f32([64 * 32, 16], normal);
+    const table = f32([40, 16], normal);
+    await matchesCpu([x], (t) => Object.values(tf.topk(t, 32)));
+    await matchesCpu([table, idx], (t, i) => tf.gather(t, i));
+    await matchesCpu(
+      [i32([64 * 32, 1], (j) => idx.data[j]), upd],
+      (i, u) => tf.scatterND(i, u, [40, 16]),
+    );
+    // A gather's output is not a view of its input: disposing the table keeps it intact.
+    await tf.setBackend("blas");
+    const t = tf.tensor(table.data.slice(), table.shape);
+    const g = tf.gather(t, tf.tensor1d([3, 1], "int32"));
+    const expected = [...table.data.slice(48, 64), ...table.data.slice(16, 32)];
+    t.dispose();
+    tf.tidy(() => tf.ones([40, 16]).mul(7).dataSync()); // may reuse t's array
+    assert.deepEqual([...g.dataSync()], expected);
+    g.dispose();
+  },
+});
+
+/** Gradients on blas and cpu agree to float32 rounding (matmuls differ in summation order). */
+async function gradsClose(
+  inputs: Spec[],
+  loss: (...ts: tf.Tensor[]) => tf.Scalar,
+  tol = 1e-5,
+) {
+  // Differentiate with respect to the float inputs; the int32 ones stay in their places.
+  const run = (backend: string) =>
+    on(backend, inputs, (...ts) => {
+      const floats = ts.filter((t) => t.dtype === "float32");
+      const f = (...xs: tf.Tensor[]) => {
+        let next = 0;
+        return loss(...ts.map((t) => t.dtype === "float32" ? xs[next++] : t));
+      };
+      return tf.grads(f)(floats);
+    });
+  const cpu = await run("cpu"), blas = await run("blas");
+  assert.equal(blas.length, cpu.length);
+  for (let t = 0; t < cpu.length; t++) {
+    assert.deepEqual(blas[t].shape, cpu[t].shape);
+    let scale = 0;
+    for (const v of cpu[t].data) scale = Math.max(scale, Math.abs(v));
+    for (let i = 0; i < cpu[t].data.length; i++) {
+      const diff = Math.abs(blas[t].data[i] - cpu[t].data[i]);
+      if (!(diff <= tol * Math.max(1, scale))) {
+        assert.fail(`grad ${t} element ${i}: blas ${blas[t].data[i]} vs cpu ${cpu[t].data[i]}`);
+      }
+    }
+  }
+}
+
+Deno.test({
+  name: "gradients through gather and the TopK SAE's sparse ops match the cpu backend",
+  ignore,
+  async fn() {
+    const [m, d, b, k] = [60, 24, 10, 4];
+    const idx = i32([b, k], () => rng.int(m));
+    const w = f32([m, d], normal), v = f32([b, d], normal), c = f32([b, k], normal);
+    const bias = f32([m], normal);
+    // Stock tf.gather gradient (UnsortedSegmentSum), axis 0 and axis 1.
+    await gradsClose([w, idx], (t, i) => tf.sum(tf.square(tf.gather(t, i))) as tf.Scalar);
+    await gradsClose(
+      [v, i32([5], () => rng.int(d))],
+      (t, i) => tf.sum(tf.mul(tf.gather(t, i, 1), 0.5)) as tf.Scalar,
+    );
+    // The custom-gradient sparse ops of models/sparse_topk.ts.
+    await gradsClose(
+      [w, bias, idx],
+      (t, be, i) =>
+        tf.add(
+          tf.sum(tf.square(gatherRows<tf.Tensor3D>(t, i))),
+          tf.sum(gatherRows<tf.Tensor2D>(be, i)),
+        ) as tf.Scalar,
+    );
+    await gradsClose(
+      [c, w, idx],
+      (cc, ww, i) =>
+        tf.sum(
+          tf.square(gatherCombine(cc as tf.Tensor2D, ww as tf.Tensor2D, i as tf.Tensor2D)),
+        ) as tf.Scalar,
+    );
+    await gradsClose(
+      [v, w, idx],
+      (vv, ww, i) =>
+        tf.sum(
+          tf.square(gatherDot(vv as tf.Tensor2D, ww as tf.Tensor2D, i as tf.Tensor2D)),
+        ) as tf.Scalar,
+    );
+  },
+});
