@@ -97,6 +97,14 @@ export async function intervene(
     };
     const doses = doseSchedule(c);
     for (const seed of config.run.seeds) {
+      // Latent statistics first: the LCBLM allows one live model, and the set below loads one.
+      const statsByKind = new Map<string, LatentStats | null>();
+      for (const name of c.configurations) {
+        const kind = name.startsWith("sae") ? "sae" : "lcblm";
+        if (!statsByKind.has(kind)) {
+          statsByKind.set(kind, await latentStats(config, reader, kind, seed));
+        }
+      }
       const set = await loadTrainedSet(config, reader, seed);
       try {
         for (const name of c.configurations) {
@@ -104,7 +112,8 @@ export async function intervene(
           if (!head?.latentModel) continue;
           const kind = head.latentModel.kind;
           // 1. Latents: the most frequently firing ones (or the listed ones), their typical max.
-          const stats = await latentStats(config, reader, kind, seed);
+          const stats = statsByKind.get(kind);
+          if (!stats) continue;
           const latents = chooseLatents(stats, c.latent_list, c.latents, name);
           const labels = await conceptLabels(config.run.dir, kind, seed);
           // 2. The unedited trajectory and its perplexity.
@@ -175,15 +184,15 @@ export async function intervene(
   return { rows, points, table: summaryTable(points) };
 }
 
-/** Firing frequency and max activation of every latent on the first validation tokens. */
+/** Firing frequency and max activation of every latent on the first validation tokens (null: not trained). */
 async function latentStats(
   config: Config,
   reader: EmbeddingsReader,
   kind: "sae" | "lcblm",
   seed: number,
-): Promise<LatentStats> {
+): Promise<LatentStats | null> {
   const model = await loadLatentModel(config, reader.d, kind, seed);
-  if (!model) throw new Error(`The ${kind} of seed ${seed} loaded as a head but not as a model`);
+  if (!model) return null;
   try {
     const split = reader.rows("validation") > 0 ? "validation" : "train";
     const n = Math.min(reader.rows(split), config.intervene.activation_tokens);

@@ -23,6 +23,7 @@ import { editColumn, type LatentEdit } from "../stages/_trained_models.ts";
 import { baselines } from "../stages/baselines.ts";
 import { extract } from "../stages/extract.ts";
 import { intervene } from "../stages/intervene.ts";
+import { lcblmFamily } from "../stages/lcblm.ts";
 import { saeFamily } from "../stages/sae.ts";
 import { steerMain } from "../stages/steer.ts";
 
@@ -102,7 +103,7 @@ Deno.test("the random control is another latent, seeded, live ones first", () =>
   assert.throws(() => controlLatent(0, [true], new Rng(0)), /one latent/);
 });
 
-// ---- The stages on a tiny trained run (one seed, SAE only) ----
+// ---- The stages on a tiny trained run (one seed, SAE and LCBLM) ----
 
 const ROOT = await Deno.makeTempDir({ prefix: "intervene_test_" });
 globalThis.addEventListener("unload", () => Deno.removeSync(ROOT, { recursive: true }));
@@ -119,6 +120,7 @@ const CONFIG = validateConfig({
   train: { backend: "blas", checkpoint_every: 0 },
   heads: { epochs: 1, batch_size: 256 },
   sae: { batch_size: 256, epochs: 1, k: 4, k_aux: 16, dead_tokens: 500, expansion: 2 },
+  lcblm: { concepts: 8, embedding_dim: 4, batch_size: 256, epochs: 1, prior: 0.3 },
   generate: { batch_size: 2, bootstrap: 100 },
   intervene: {
     configurations: ["sae_latents", "lcblm_latents"],
@@ -134,19 +136,24 @@ const CONFIG = validateConfig({
 await extract(CONFIG);
 await baselines(CONFIG);
 await autoencoderStage(CONFIG, saeFamily(CONFIG));
+await autoencoderStage(CONFIG, lcblmFamily(CONFIG));
 
 Deno.test("intervene stage: dose-response rows, controls on other latents, plot", async () => {
   const { rows, points, table } = await intervene(CONFIG, () => {});
-  // 1 configuration (no LCBLM trained) × 1 seed × 2 latents × 3 doses × 2 roles.
-  assert.equal(rows.length, 12);
-  assert.deepEqual([...new Set(rows.map((r) => r.configuration))], ["sae_latents"]);
+  // 2 configurations × 1 seed × 2 latents × 3 doses × 2 roles; both kinds load together (the
+  // LCBLM allows one live model: its statistics are taken before the trained set is loaded).
+  assert.equal(rows.length, 24);
+  assert.deepEqual([...new Set(rows.map((r) => r.configuration))], [
+    "sae_latents",
+    "lcblm_latents",
+  ]);
   for (const r of rows) {
     if (r.role === "control") assert.notEqual(r.edited_latent, r.latent);
     else assert.equal(r.edited_latent, r.latent);
     assert.ok((r.kl as number) >= 0 && Number.isFinite(r.kl as number));
   }
   const saved = await readArrowTable(`${RUN}/intervene/dose_response.arrow`);
-  assert.equal(saved.length, 12);
+  assert.equal(saved.length, 24);
   assert.ok(points.some((p) => p.mode === "clamp" && p.dose === 0)); // ablation in both panels
   const svg = await Deno.readTextFile(`${RUN}/intervene/dose_response.svg`);
   assert.match(svg, /^<svg[^>]*xmlns/);
@@ -171,6 +178,9 @@ Deno.test("steer: prints base and steered continuations; a big clamp changes the
     "--extract.max_tokens=1200",
     "--sae.k=4",
     "--sae.expansion=2",
+    "--lcblm.concepts=8",
+    "--lcblm.embedding_dim=4",
+    "--lcblm.prior=0.3",
     "--train.backend=blas",
     "--generate.temperature=0",
     "--prompt",
