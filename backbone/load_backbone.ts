@@ -36,6 +36,8 @@ export interface Backbone {
   model: PreTrainedModel;
   /** Token ids of a text, without special tokens. */
   encode(text: string): number[];
+  /** Text of token ids, special tokens skipped; no ids (EOS first) is the empty text. */
+  decode(ids: number[]): string;
   /**
    * Final-norm hidden states of a right-padded batch.
    * @returns [batch, maxLen, d] row-major; padded positions hold unspecified values.
@@ -142,6 +144,8 @@ export async function loadBackbone(
     tokenizer,
     model,
     encode: (text) => tokenizer.encode(text, { add_special_tokens: false }),
+    // The tokenizer refuses to decode [], which a generation that draws EOS first produces.
+    decode: (ids) => ids.length === 0 ? "" : tokenizer.decode(ids, { skip_special_tokens: true }),
     async hiddenStates(batch) {
       const b = batch.length;
       const len = Math.max(...batch.map((s) => s.length));

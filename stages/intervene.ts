@@ -88,9 +88,7 @@ export async function intervene(
     const judge = await load(config.backbone.judge);
     models.push(judge);
     const perplexity = async (gens: Generation[]) => {
-      const texts = gens.map((s) =>
-        backbone.tokenizer.decode(s.ids, { skip_special_tokens: true })
-      );
+      const texts = gens.map((s) => backbone.decode(s.ids));
       const ppl = (await judgeTexts(judge, texts, g.judge_batch_tokens))
         .map((s) => s.perplexity).filter(Number.isFinite);
       return ppl.length ? ppl.reduce((a, b) => a + b, 0) / ppl.length : NaN;

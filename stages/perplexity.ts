@@ -114,12 +114,7 @@ export async function perplexity(config: Config): Promise<PerplexitySummary> {
             );
             generated.seconds += (performance.now() - started) / 1000;
           }
-          // An empty generation (EOS first) is the empty text; the tokenizer refuses to decode [].
-          const decoded = ids.map((s) =>
-            s.ids.length === 0
-              ? ""
-              : backbone.tokenizer.decode(s.ids, { skip_special_tokens: true })
-          );
+          const decoded = ids.map((s) => backbone.decode(s.ids));
           const scores = await judgeTexts(judge, decoded, g.judge_batch_tokens);
           parts[name] = ids.map((s, i) => ({
             configuration: name,

@@ -122,7 +122,7 @@ async function openSteering(
       batchSize: 1,
       edit,
     });
-    return model.tokenizer.decode(gen.ids, { skip_special_tokens: true });
+    return model.decode(gen.ids);
   };
   return {
     latents,

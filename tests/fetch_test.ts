@@ -64,6 +64,9 @@ Deno.test("fetch downloads a Hub model over HTTP into the cache, then loads it o
       workDir: `${tmp}/work`,
     });
     deepStrictEqual(backbone.d, 32);
+    // decode: the inverse of encode, and an empty generation (EOS first) is the empty text.
+    deepStrictEqual(backbone.decode(backbone.encode("Call me Ishmael.")), "Call me Ishmael.");
+    deepStrictEqual(backbone.decode([]), "");
     await backbone.dispose();
   } finally {
     await hub.server.shutdown();
