@@ -188,8 +188,8 @@ export async function extract(
   }
 }
 
-/** Rows of the stored positions of a batch of windows. */
-function batchRows(
+/** Rows of the stored positions of a batch of windows (exported for the extraction benchmark). */
+export function batchRows(
   batch: Shard["windows"],
   hidden: Float32Array,
   d: number,
