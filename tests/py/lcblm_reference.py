@@ -12,44 +12,14 @@ inputs. The ortho term is the SPEC's K² loop over i < j, not the vectorised for
 """
 
 import json
-import struct
 import sys
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.distributions import Bernoulli, kl_divergence
 
 torch.set_default_dtype(torch.float64)
-DTYPES = {"F32": np.float32, "F64": np.float64}
-
-
-def read_safetensors(path):
-    raw = open(path, "rb").read()
-    (n,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8 : 8 + n])
-    out = {}
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        start, end = entry["data_offsets"]
-        data = np.frombuffer(raw[8 + n + start : 8 + n + end], dtype=DTYPES[entry["dtype"]])
-        out[name] = torch.tensor(data.astype(np.float64).reshape(entry["shape"]))
-    return out
-
-
-def write_safetensors(path, tensors):
-    header, blobs, offset = {}, [], 0
-    for name in sorted(tensors):
-        data = tensors[name].detach().numpy().astype("<f8").tobytes()
-        header[name] = {"dtype": "F64", "shape": list(tensors[name].shape),
-                        "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    head = json.dumps(header).encode()
-    head += b" " * ((8 - (8 + len(head)) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(head)) + head + b"".join(blobs))
+from safetensors_io import read_safetensors, write_safetensors
 
 
 def encoder(p, cfg, x, k, e):
