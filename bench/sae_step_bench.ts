@@ -20,11 +20,9 @@ import { TrainSchema } from "../core/config_schema.ts";
 import { Adam } from "../core/train/adam.ts";
 import { Rng } from "../core/rng.ts";
 import { median } from "./_stats.ts";
+import { runTorchScript } from "./_torch_run.ts";
 
 const D = 768, M = 6144, L1 = 1e-3, LR = 1e-4;
-/** The user's own setting; loading OpenBLAS here sets it for this process only. */
-const USER_THREAD_TIMEOUT = Deno.env.get("OPENBLAS_THREAD_TIMEOUT");
-const PYTHON = "/usr/bin/python3";
 const TORCH_SCRIPT = new URL("../tests/py/sae_step_torch.py", import.meta.url).pathname;
 
 interface Measured {
@@ -81,22 +79,8 @@ async function runJson(cmd: string, args: string[]) {
   return JSON.parse(text) as Measured;
 }
 
-/** PyTorch as installed: without the OpenBLAS variables tuned for our process. */
 function measureTorch(batch: number, steps: number): Promise<Measured> {
-  const env = Deno.env.toObject();
-  delete env.OPENBLAS_CORETYPE;
-  delete env.OPENBLAS_L2_SIZE;
-  if (USER_THREAD_TIMEOUT === undefined) delete env.OPENBLAS_THREAD_TIMEOUT;
-  return new Deno.Command(PYTHON, {
-    args: [TORCH_SCRIPT, String(batch), String(steps), "2"],
-    env,
-    clearEnv: true,
-    stderr: "inherit",
-  }).output().then((out) => {
-    const text = new TextDecoder().decode(out.stdout).trim();
-    if (!out.success) throw new Error(`PyTorch bench failed: ${text}`);
-    return JSON.parse(text) as Measured;
-  });
+  return runTorchScript<Measured>(TORCH_SCRIPT, [batch, steps, 2]);
 }
 
 async function main() {

@@ -22,12 +22,10 @@ import { Rng } from "../core/rng.ts";
 import { Sae } from "../models/sae.ts";
 import { Lcblm } from "../models/lcblm.ts";
 import { median } from "./_stats.ts";
+import { runTorchScript } from "./_torch_run.ts";
 
 const D = 768, EXPANSION = 32, K = 32, K_AUX = 256, BATCH = 1024, DEAD_EVERY = 10;
 const LCBLM_BATCH = 2048;
-/** The user's own setting; loading OpenBLAS here sets it for this process only. */
-const USER_THREAD_TIMEOUT = Deno.env.get("OPENBLAS_THREAD_TIMEOUT");
-const PYTHON = "/usr/bin/python3";
 const TORCH_SCRIPT = new URL("../tests/py/topk_sae_torch.py", import.meta.url).pathname;
 
 interface Measured {
@@ -129,21 +127,9 @@ async function runOurs(which: string, steps: number, profile: boolean): Promise<
   return JSON.parse(text) as Measured;
 }
 
-/** PyTorch as installed: without the OpenBLAS variables tuned for our process. */
-async function runTorch(steps: number): Promise<Measured> {
-  const env = Deno.env.toObject();
-  delete env.OPENBLAS_CORETYPE;
-  delete env.OPENBLAS_L2_SIZE;
-  if (USER_THREAD_TIMEOUT === undefined) delete env.OPENBLAS_THREAD_TIMEOUT;
-  const out = await new Deno.Command(PYTHON, {
-    args: [TORCH_SCRIPT, String(BATCH), String(steps), "2", String(DEAD_EVERY)],
-    env,
-    clearEnv: true,
-    stderr: "inherit",
-  }).output();
-  const text = new TextDecoder().decode(out.stdout).trim();
-  if (!out.success) throw new Error(`PyTorch bench failed: ${text}`);
-  return JSON.parse(text) as Measured;
+/** PyTorch as installed, without the OpenBLAS variables tuned for our process. */
+function runTorch(steps: number): Promise<Measured> {
+  return runTorchScript<Measured>(TORCH_SCRIPT, [BATCH, steps, 2, DEAD_EVERY]);
 }
 
 async function main() {
