@@ -1,8 +1,9 @@
 /**
  * The TopK SAE training step (models/sae.ts: d = 768, m = 24576, k = 32, k_aux = 256, AuxK on
- * from every 10th latent marked dead (a latent leaves the set once it fires, in both), Adam lr 1e-4, batch 1024) on the blas backend, sparse
- * (gather/scatter) and dense paths, against the same step in PyTorch (tests/py/topk_sae_torch.py,
- * 2 threads, dense scatter + matmul decode). Also the LCBLM step (models/lcblm.ts at its default
+ * from every 10th latent marked dead (a latent leaves the set once it fires, in both), Adam lr 1e-4,
+ * batch 1024) on the blas backend, sparse (fused gather/scatter row products; AuxK as matmuls over
+ * the dead rows, see models/_sae_losses.ts) and dense paths, against the same step in PyTorch
+ * (tests/py/topk_sae_torch.py, 2 threads, dense scatter + matmul decode). Also the LCBLM step (models/lcblm.ts at its default
  * K = 64, E = 32, d = 768, batch 2048) on blas, ours only. Each case runs in its own process.
  * One line per SAE case, ending `ours=<s> pytorch=<s> ratio=<ours/pytorch>`.
  *

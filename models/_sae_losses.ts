@@ -97,6 +97,14 @@ export function topkDecode(
 }
 
 /**
+ * Up to this many dead latents per k_aux, the sparse path runs AuxK as dense matmuls over the
+ * dead rows (6 sgemms of 2·B·n_dead·d) rather than as row products (6 passes of B·k_aux·d
+ * multiply-adds): sgemm does ~50× more multiply-adds per second than the row loops, so dense
+ * wins up to ~25 dead latents per k_aux slot; 16 keeps a margin. Both give the same values.
+ */
+const DENSE_DEAD_RATIO = 16;
+
+/**
  * AuxK (Gao et al. 2024, appendix A.2): the top k_aux pre-activations among dead latents, ReLU'd
  * as in the main path, decoded with no bias, fitted to the detached residual e = x − x̂.
  *
@@ -125,14 +133,15 @@ export function auxkLoss(
   const local = tf.topk(tf.gather(pre, dead, 1), kAux).indices as tf.Tensor2D;
   let eHat: tf.Tensor2D;
   if (sparse) {
-    // Work on the dead rows only: each scatter-add then spans nDead rows, not m.
+    // Work on the dead rows only: gathered weights [nDead, d], whose gradients scatter back.
     const deadW: SaeWeights = {
       we: gatherRows<tf.Tensor2D>(w.we, dead),
       be: gatherRows<tf.Tensor1D>(w.be, dead),
       wd: gatherRows<tf.Tensor2D>(w.wd, dead),
       b: w.b,
     };
-    eHat = topkDecode(xc, deadW, local, true).decoded;
+    const rowProducts = dead.shape[0] > DENSE_DEAD_RATIO * kAux;
+    eHat = topkDecode(xc, deadW, local, rowProducts).decoded;
   } else {
     const global = tf.gather(dead, local) as tf.Tensor as tf.Tensor2D;
     eHat = topkDecode(xc, w, global, false).decoded;

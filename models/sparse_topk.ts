@@ -4,10 +4,13 @@
  * token, so a step costs about 2·B·d·m (the tape-free pre-activations) + O(B·k·d) instead of the
  * 10·B·d·m of a dense formulation.
  *
- * Every op is a `tf.customGrad` built from standard kernels (GatherV2, BatchMatMul, ScatterNd), so
- * it runs on any backend. Scatter-adds use `tf.scatterND`, which sums duplicate indices in one
- * pass: the stock cpu `UnsortedSegmentSum` runs one masked sum per segment (O(m·N·d)), unusable at
- * m = 24576, and the wasm backend has no such kernel at all.
+ * Every op is a `tf.customGrad` over three row products (combine, dots, scatter-outer). Where the
+ * active backend registers fused kernels for them (blas: `ROW_PRODUCT_KERNELS`), those run and no
+ * [n, k, d] intermediate is formed; elsewhere they are built from standard kernels (GatherV2,
+ * BatchMatMul, ScatterNd) in bounded chunks, so they run on any backend. Scatter-adds use
+ * `tf.scatterND`, which sums duplicate indices in one pass: the stock cpu `UnsortedSegmentSum`
+ * runs one masked sum per segment (O(m·N·d)), unusable at m = 24576, and the wasm backend has no
+ * such kernel at all.
  *
  * Index tensors are closed over rather than passed as op inputs: they carry no gradient.
  * @module
@@ -59,16 +62,61 @@ function rowsOf(t: tf.Tensor2D, start: number, size: number): tf.Tensor2D {
   return t.shape[0] === size ? t : tf.slice(t, [start, 0], [size, t.shape[1]]);
 }
 
+/** Whether the active backend has the fused row-product kernel `name` (blas does). */
+const fused = (name: string) => tf.getKernel(name, tf.getBackend()) !== undefined;
+
 /**
- * Scatter-add of per-(token, slot) row updates into a [m, d] gradient.
- * @param updates [n, k, d] the update for row idx[i, κ].
- * @param idx [n, k] int32 row indices.
- * @param m Rows of the target.
+ * out[i] = Σ_κ c[i, κ] · w[idx[i, κ]].
+ * @param c [n, k]. @param w [m, d]. @param idx [n, k] int32.
+ * @returns [n, d].
  */
-function scatterRows(updates: tf.Tensor, idx: tf.Tensor2D, m: number): tf.Tensor2D {
-  const [n, k] = idx.shape;
-  const d = updates.shape[2]!;
-  return tf.scatterND(idx.reshape([n * k, 1]), updates.reshape([n * k, d]), [m, d]);
+function combine(c: tf.Tensor2D, w: tf.Tensor2D, idx: tf.Tensor2D): tf.Tensor2D {
+  if (fused("BlasGatherCombine")) {
+    return tf.engine().runKernel("BlasGatherCombine", { a: c, w, idx }) as tf.Tensor2D;
+  }
+  const [n, k] = idx.shape, d = w.shape[1];
+  return concatOverChunks(chunks(n, k, d), (s, size) => {
+    const rows = tf.gather(w, rowsOf(idx, s, size)); // [size, k, d]
+    return tf.matMul(rowsOf(c, s, size).reshape([size, 1, k]), rows).reshape([size, d]);
+  }) as tf.Tensor2D;
+}
+
+/**
+ * out[i, κ] = v[i] · w[idx[i, κ]].
+ * @param v [n, d]. @param w [m, d]. @param idx [n, k] int32.
+ * @returns [n, k].
+ */
+function dots(v: tf.Tensor2D, w: tf.Tensor2D, idx: tf.Tensor2D): tf.Tensor2D {
+  if (fused("BlasGatherDot")) {
+    return tf.engine().runKernel("BlasGatherDot", { a: v, w, idx }) as tf.Tensor2D;
+  }
+  const [n, k] = idx.shape, d = w.shape[1];
+  return concatOverChunks(chunks(n, k, d), (s, size) => {
+    const rows = tf.gather(w, rowsOf(idx, s, size)); // [size, k, d]
+    return tf.matMul(rows, rowsOf(v, s, size).reshape([size, d, 1])).reshape([size, k]);
+  }) as tf.Tensor2D;
+}
+
+/**
+ * Scatter-add of outer products into an [m, d] gradient: out[idx[i, κ]] += c[i, κ] · v[i].
+ * @param c [n, k]. @param v [n, d]. @param idx [n, k] int32. @param m Rows of the result.
+ * @returns [m, d].
+ */
+function scatterOuter(c: tf.Tensor2D, v: tf.Tensor2D, idx: tf.Tensor2D, m: number): tf.Tensor2D {
+  if (fused("BlasScatterOuter")) {
+    return tf.engine().runKernel("BlasScatterOuter", { c, v, idx }, { rows: m }) as tf.Tensor2D;
+  }
+  const [n, k] = idx.shape, d = v.shape[1];
+  return sumOverChunks(chunks(n, k, d), (s, size) => {
+    const outer = tf.matMul(
+      rowsOf(c, s, size).reshape([size, k, 1]),
+      rowsOf(v, s, size).reshape([size, 1, d]),
+    );
+    return tf.scatterND(rowsOf(idx, s, size).reshape([size * k, 1]), outer.reshape([size * k, d]), [
+      m,
+      d,
+    ]);
+  }) as tf.Tensor2D;
 }
 
 /**
@@ -123,33 +171,15 @@ export function gatherRows<T extends tf.Tensor>(table: tf.Tensor, idx: tf.Tensor
  * @returns [B, d].
  */
 export function gatherCombine(c: tf.Tensor2D, w: tf.Tensor2D, idx: tf.Tensor2D): tf.Tensor2D {
-  const [batch, k] = idx.shape;
-  const [m, d] = w.shape;
-  const ranges = chunks(batch, k, d);
   const op = tf.customGrad((...args: Array<tf.Tensor | tf.GradSaveFunc>) => {
     const [cc, ww, save] = args as [tf.Tensor2D, tf.Tensor2D, tf.GradSaveFunc];
     save([cc, ww, idx]);
-    const value = concatOverChunks(ranges, (s, n) => {
-      const rows = tf.gather(ww, rowsOf(idx, s, n)); // [n, k, d]
-      return tf.matMul(rowsOf(cc, s, n).reshape([n, 1, k]), rows).reshape([n, d]);
-    });
     const gradFunc = (dy: tf.Tensor, saved: tf.Tensor[]) => {
       const [cs, ws, is] = saved as tf.Tensor2D[];
       const dy2 = dy as tf.Tensor2D;
-      const dc = concatOverChunks(ranges, (s, n) => {
-        const rows = tf.gather(ws, rowsOf(is, s, n)); // [n, k, d]
-        return tf.matMul(rows, rowsOf(dy2, s, n).reshape([n, d, 1])).reshape([n, k]);
-      });
-      const dw = sumOverChunks(ranges, (s, n) => {
-        const outer = tf.matMul(
-          rowsOf(cs, s, n).reshape([n, k, 1]),
-          rowsOf(dy2, s, n).reshape([n, 1, d]),
-        );
-        return scatterRows(outer, rowsOf(is, s, n), m);
-      });
-      return [dc, dw];
+      return [dots(dy2, ws, is), scatterOuter(cs, dy2, is, ws.shape[0])];
     };
-    return { value: value as tf.Tensor2D, gradFunc };
+    return { value: combine(cc, ww, idx), gradFunc };
   });
   return op(c, w) as tf.Tensor2D;
 }
@@ -166,33 +196,15 @@ export function gatherCombine(c: tf.Tensor2D, w: tf.Tensor2D, idx: tf.Tensor2D):
  * @returns [B, k].
  */
 export function gatherDot(v: tf.Tensor2D, w: tf.Tensor2D, idx: tf.Tensor2D): tf.Tensor2D {
-  const [batch, k] = idx.shape;
-  const [m, d] = w.shape;
-  const ranges = chunks(batch, k, d);
   const op = tf.customGrad((...args: Array<tf.Tensor | tf.GradSaveFunc>) => {
     const [vv, ww, save] = args as [tf.Tensor2D, tf.Tensor2D, tf.GradSaveFunc];
     save([vv, ww, idx]);
-    const value = concatOverChunks(ranges, (s, n) => {
-      const rows = tf.gather(ww, rowsOf(idx, s, n)); // [n, k, d]
-      return tf.matMul(rows, rowsOf(vv, s, n).reshape([n, d, 1])).reshape([n, k]);
-    });
     const gradFunc = (dy: tf.Tensor, saved: tf.Tensor[]) => {
       const [vs, ws, is] = saved as tf.Tensor2D[];
       const dy2 = dy as tf.Tensor2D;
-      const dv = concatOverChunks(ranges, (s, n) => {
-        const rows = tf.gather(ws, rowsOf(is, s, n)); // [n, k, d]
-        return tf.matMul(rowsOf(dy2, s, n).reshape([n, 1, k]), rows).reshape([n, d]);
-      });
-      const dw = sumOverChunks(ranges, (s, n) => {
-        const outer = tf.matMul(
-          rowsOf(dy2, s, n).reshape([n, k, 1]),
-          rowsOf(vs, s, n).reshape([n, 1, d]),
-        );
-        return scatterRows(outer, rowsOf(is, s, n), m);
-      });
-      return [dv, dw];
+      return [combine(dy2, ws, is), scatterOuter(dy2, vs, is, ws.shape[0])];
     };
-    return { value: value as tf.Tensor2D, gradFunc };
+    return { value: dots(vv, ww, idx), gradFunc };
   });
   return op(v, w) as tf.Tensor2D;
 }

@@ -319,3 +319,73 @@ Deno.test({
     );
   },
 });
+
+Deno.test({
+  name: "blas fused row products equal a float64 reference (threaded sizes, repeats, zeros)",
+  ignore,
+  async fn() {
+    await tf.setBackend("blas");
+    // n·k·d and m·d above the threading threshold (2^18); rows repeat within and across tokens,
+    // and every fifth coefficient is zero (skipped by the kernels).
+    const [m, d, n, k] = [3000, 96, 300, 12];
+    const w = f32([m, d], normal), v = f32([n, d], normal);
+    const c = f32([n, k], (i) => i % 5 === 0 ? 0 : rng.normal());
+    const idx = i32([n, k], (i) => i % 7 === 0 ? 3 : rng.int(m));
+    const W = w.data as Float32Array, V = v.data as Float32Array, C = c.data as Float32Array;
+    const I = idx.data as Int32Array;
+    const combine = new Float64Array(n * d), dots = new Float64Array(n * k);
+    const outer = new Float64Array(m * d);
+    for (let i = 0; i < n; i++) {
+      for (let s = i * k; s < (i + 1) * k; s++) {
+        for (let j = 0; j < d; j++) {
+          combine[i * d + j] += C[s] * W[I[s] * d + j];
+          dots[s] += V[i * d + j] * W[I[s] * d + j];
+          outer[I[s] * d + j] += C[s] * V[i * d + j];
+        }
+      }
+    }
+    const got = tf.tidy(() => {
+      // Through a blas op so the values live in shared memory, which the helper threads need.
+      const [wt, vt, ct] = [w, v, c].map((s) => tf.mul(tf.tensor(s.data, s.shape), 1));
+      const it = tf.tensor(idx.data, idx.shape, "int32");
+      const run = (name: string, inputs: tf.NamedTensorMap, attrs = {}) =>
+        (tf.engine().runKernel(name, inputs, attrs) as tf.Tensor).dataSync().slice();
+      return [
+        run("BlasGatherCombine", { a: ct, w: wt, idx: it }),
+        run("BlasGatherDot", { a: vt, w: wt, idx: it }),
+        run("BlasScatterOuter", { c: ct, v: vt, idx: it }, { rows: m }),
+      ];
+    });
+    for (const [t, want] of [combine, dots, outer].entries()) {
+      for (let i = 0; i < want.length; i++) {
+        const diff = Math.abs(got[t][i] - want[i]);
+        if (!(diff <= 1e-5 * Math.max(1, Math.abs(want[i])))) {
+          assert.fail(`product ${t} element ${i}: ${got[t][i]} vs ${want[i]}`);
+        }
+      }
+    }
+    // Out-of-range rows and mismatched shapes are errors, not silent NaNs.
+    tf.tidy(() => {
+      const wt = tf.tensor(w.data, w.shape), ct = tf.tensor(c.data, c.shape);
+      const bad = tf.tensor2d([[0, m]], [1, 2], "int32");
+      assert.throws(
+        () =>
+          tf.engine().runKernel("BlasGatherCombine", {
+            a: ct.slice(0, 1).slice([0, 0], [1, 2]),
+            w: wt,
+            idx: bad,
+          }),
+        new RegExp(`Row index ${m} is not in \\[0, ${m - 1}\\]`),
+      );
+      assert.throws(
+        () =>
+          tf.engine().runKernel("BlasGatherDot", {
+            a: ct,
+            w: wt,
+            idx: tf.tensor(idx.data, idx.shape, "int32"),
+          }),
+        /Cannot dots \[300,12\] with a table \[3000,96\]/,
+      );
+    });
+  },
+});

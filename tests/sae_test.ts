@@ -6,8 +6,12 @@ import { decodeSafetensors, encodeSafetensors } from "../core/train/safetensors.
 import { geometricMedian } from "../models/geometric_median.ts";
 import { Sae } from "../models/sae.ts";
 import { Rng } from "../core/rng.ts";
+import { openBlasAvailable } from "../core/backends/openblas.ts";
+import { registerBlasBackend } from "../core/backends/blas_backend.ts";
 
 await tf.setBackend("cpu");
+if (openBlasAvailable()) registerBlasBackend();
+else console.log("sae_test: blas cases skipped: OpenBLAS not found");
 
 const PYTHON = "/usr/bin/python3";
 const torchMissing = (() => {
@@ -113,11 +117,27 @@ Deno.test({
   },
 });
 
-Deno.test("sparse TopK forward and backward equal the dense formulation (with AuxK)", () => {
+// AuxK on the sparse path runs as dense matmuls over the dead rows while there are at most 16
+// dead latents per k_aux (k_aux 20, 64 dead) and as row products beyond (k_aux 2); on blas the
+// row products are its fused kernels, on cpu gathers and scatters.
+for (const backend of openBlasAvailable() ? ["cpu", "blas"] : ["cpu"]) {
+  for (const kAux of [20, 2]) {
+    Deno.test(`sparse TopK forward and backward equal the dense formulation (AuxK k_aux ${kAux}, ${backend})`, async () => {
+      await tf.setBackend(backend);
+      try {
+        sparseEqualsDense(kAux);
+      } finally {
+        await tf.setBackend("cpu");
+      }
+    });
+  }
+}
+
+function sparseEqualsDense(kAux: number): void {
   const d = 24, batch = 40;
   const sae = new Sae(
     d,
-    cfgOf({ expansion: 8, k: 6, k_aux: 20, dead_tokens: 10 }),
+    cfgOf({ expansion: 8, k: 6, k_aux: kAux, dead_tokens: 10 }),
     3,
     data(50, d, 1),
   );
@@ -150,7 +170,7 @@ Deno.test("sparse TopK forward and backward equal the dense formulation (with Au
   strictEqual(tf.memory().numTensors, before, "forward's outputs are all it leaves");
   x.dispose();
   sae.dispose();
-});
+}
 
 Deno.test("bias starts at the geometric median (or mean); tied init with unit decoder rows", () => {
   const d = 6;

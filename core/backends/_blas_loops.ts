@@ -9,6 +9,7 @@
  * @module
  */
 import { gatherSlices, scatterAddRows, topkRows } from "./_blas_select.ts";
+import { combineRows, dotRows, scatterOuterRows } from "./_blas_row_products.ts";
 
 /** Output arrays: float32, or bool as Uint8Array. */
 export type Vals = Float32Array | Uint8Array;
@@ -236,6 +237,29 @@ export type Job =
     slice: number;
     lo: number;
     hi: number;
+  }
+  | {
+    /** combineRows (`a` = coefficients) or dotRows (`a` = vectors) over rows [start, end). */
+    kind: "combine" | "dots";
+    a: Float32Array;
+    w: Float32Array;
+    idx: Int32Array;
+    out: Float32Array;
+    k: number;
+    d: number;
+    start: number;
+    end: number;
+  }
+  | {
+    kind: "outer";
+    c: Float32Array;
+    v: Float32Array;
+    idx: Int32Array;
+    out: Float32Array;
+    d: number;
+    k: number;
+    lo: number;
+    hi: number;
   };
 
 /** Runs one job on this thread. */
@@ -271,6 +295,15 @@ export function runJob(job: Job): void {
       break;
     case "scatter":
       scatterAddRows(job.rowOf, job.updates, job.o, job.slice, job.lo, job.hi);
+      break;
+    case "combine":
+      combineRows(job.a, job.w, job.idx, job.out, job.k, job.d, job.start, job.end);
+      break;
+    case "dots":
+      dotRows(job.a, job.w, job.idx, job.out, job.k, job.d, job.start, job.end);
+      break;
+    case "outer":
+      scatterOuterRows(job.c, job.v, job.idx, job.out, job.d, job.k, job.lo, job.hi);
       break;
   }
 }

@@ -4,12 +4,22 @@
  * instead of an indexToLoc per element) and ScatterNd (row adds instead of a loc per element).
  * Each gives exactly the stock cpu kernel's result (same order, same float additions) and runs the
  * stock kernel for the cases it does not cover.
+ *
+ * And three fused kernels with no stock counterpart (see {@linkcode ROW_PRODUCT_KERNELS}), which
+ * models/sparse_topk.ts uses where the active backend registers them.
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
 import type { BlasBackend } from "./_blas_store.ts";
 import { gatherSlices } from "./_blas_select.ts";
-import { parallelFill, parallelGather, parallelScatter, parallelTopk } from "./_blas_threads.ts";
+import {
+  parallelFill,
+  parallelGather,
+  parallelRowProduct,
+  parallelScatter,
+  parallelScatterOuter,
+  parallelTopk,
+} from "./_blas_threads.ts";
 
 const sharedInt32 = (n: number) => new Int32Array(new SharedArrayBuffer(n * 4));
 
@@ -130,4 +140,66 @@ export function scatterNdKernel(stock: tf.KernelFunc): tf.KernelFunc {
     parallelScatter(rowOf, upd, out, sliceSize);
     return backend.output(out, shape);
   };
+}
+
+/**
+ * The fused row-product kernels, for a table w [m, d] and rows idx [n, k] (int32):
+ * - `BlasGatherCombine` {c [n, k], w, idx} → [n, d]: out[i] = Σ_κ c[i, κ] · w[idx[i, κ]];
+ * - `BlasGatherDot` {v [n, d], w, idx} → [n, k]: out[i, κ] = v[i] · w[idx[i, κ]];
+ * - `BlasScatterOuter` {c [n, k], v [n, d], idx}, attr `rows` = m → [m, d]:
+ *   out[idx[i, κ]] += c[i, κ] · v[i].
+ */
+export const ROW_PRODUCT_KERNELS = {
+  BlasGatherCombine: rowProductKernel("combine"),
+  BlasGatherDot: rowProductKernel("dots"),
+  BlasScatterOuter: scatterOuterKernel,
+};
+
+/** Checks that idx is int32 [n, k] with values in [0, rows); returns them (shared). */
+function tableRows(backend: BlasBackend, idx: tf.TensorInfo, n: number, rows: number): Int32Array {
+  if (idx.dtype !== "int32" || idx.shape.length !== 2 || idx.shape[0] !== n) {
+    throw new Error(`Row indices must be int32 [${n}, k], got ${idx.dtype} [${idx.shape}]`);
+  }
+  const vals = backend.values(idx) as Int32Array;
+  for (let i = 0; i < vals.length; i++) {
+    if (!(vals[i] >= 0 && vals[i] < rows)) {
+      throw new Error(`Row index ${vals[i]} is not in [0, ${rows - 1}]`);
+    }
+  }
+  return sharedIndices(vals);
+}
+
+function rowProductKernel(kind: "combine" | "dots"): tf.KernelFunc {
+  return (args) => {
+    const backend = args.backend as BlasBackend;
+    const { a, w, idx } = args.inputs as Record<string, tf.TensorInfo>;
+    const [m, d] = w.shape;
+    const n = a.shape[0], k = idx.shape[1];
+    const rows = tableRows(backend, idx, n, m);
+    const expected = kind === "combine" ? k : d;
+    if (a.shape.length !== 2 || a.shape[1] !== expected || w.shape.length !== 2) {
+      throw new Error(
+        `Cannot ${kind} [${a.shape}] with a table [${w.shape}] and rows [${idx.shape}]`,
+      );
+    }
+    const width = kind === "combine" ? d : k;
+    const out = backend.alloc(n * width);
+    parallelRowProduct(kind, backend.f32(a), backend.f32(w), rows, out, k, d);
+    return backend.output(out, [n, width]);
+  };
+}
+
+function scatterOuterKernel(args: Parameters<tf.KernelFunc>[0]): tf.TensorInfo {
+  const backend = args.backend as BlasBackend;
+  const { c, v, idx } = args.inputs as Record<string, tf.TensorInfo>;
+  const { rows } = args.attrs as unknown as { rows: number };
+  const [n, d] = v.shape;
+  const k = idx.shape[1];
+  const targets = tableRows(backend, idx, n, rows);
+  if (c.shape.join() !== idx.shape.join() || v.shape.length !== 2) {
+    throw new Error(`Cannot scatter [${c.shape}] ⊗ [${v.shape}] into rows [${idx.shape}]`);
+  }
+  const out = backend.alloc(rows * d);
+  parallelScatterOuter(backend.f32(c), backend.f32(v), targets, out, d, k);
+  return backend.output(out, [rows, d]);
 }

@@ -263,3 +263,43 @@ export function parallelScatter(
   }
   runAll(shares(rows, 1).map(([lo, hi]) => ({ ...base, lo, hi })));
 }
+
+/**
+ * combineRows / dotRows (see _blas_row_products.ts) over all rows of `a`, split by rows when the
+ * work (rows·k·d) is large and the arrays are shared.
+ */
+export function parallelRowProduct(
+  kind: "combine" | "dots",
+  a: Float32Array,
+  w: Float32Array,
+  idx: Int32Array,
+  out: Float32Array,
+  k: number,
+  d: number,
+): void {
+  const rows = idx.length / k;
+  const base = { kind, a, w, idx, out, k, d };
+  if (rows * k * d < PARALLEL_MIN || threadCount() === 1 || !shared(a, w, idx, out)) {
+    runJob({ ...base, start: 0, end: rows });
+    return;
+  }
+  runAll(shares(rows, 1).map(([start, end]) => ({ ...base, start, end })));
+}
+
+/** scatterOuterRows (see _blas_row_products.ts) into all of `out`, split by target rows. */
+export function parallelScatterOuter(
+  c: Float32Array,
+  v: Float32Array,
+  idx: Int32Array,
+  out: Float32Array,
+  d: number,
+  k: number,
+): void {
+  const rows = out.length / d;
+  const base = { kind: "outer" as const, c, v, idx, out, d, k };
+  if (out.length < PARALLEL_MIN || threadCount() === 1 || !shared(c, v, idx, out)) {
+    runJob({ ...base, lo: 0, hi: rows });
+    return;
+  }
+  runAll(shares(rows, 1).map(([lo, hi]) => ({ ...base, lo, hi })));
+}

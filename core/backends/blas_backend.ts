@@ -3,7 +3,8 @@
  * training replaced — matmuls by OpenBLAS `sgemm`, Transpose by `somatcopy`, Sum/Mean by
  * `sgemv`, broadcasting binary ops, comparisons and unary ops by generated loops, and the
  * ReLU/Abs/Square/Sum/Mean gradients by one-pass kernels, and TopK, GatherV2 and ScatterNd by
- * row kernels (_blas_sparse.ts) — over a pool of reused arrays.
+ * row kernels (_blas_sparse.ts) — over a pool of reused arrays. It adds the fused gather/scatter
+ * products of the TopK SAE (`ROW_PRODUCT_KERNELS`).
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
@@ -24,7 +25,7 @@ import {
   transposeKernel,
 } from "./_blas_linalg.ts";
 import { installBlasGradients } from "./_blas_gradients.ts";
-import { gatherKernel, scatterNdKernel, topkKernel } from "./_blas_sparse.ts";
+import { gatherKernel, ROW_PRODUCT_KERNELS, scatterNdKernel, topkKernel } from "./_blas_sparse.ts";
 import { parallelFill } from "./_blas_threads.ts";
 import { loadOpenBlas, type OpenBlas } from "./openblas.ts";
 
@@ -102,6 +103,9 @@ export function registerBlasBackend(libraryPath = ""): OpenBlas {
     backendName: "blas",
     kernelFunc: broadcastScaleKernel,
   });
+  for (const [kernelName, kernelFunc] of Object.entries(ROW_PRODUCT_KERNELS)) {
+    tf.registerKernel({ kernelName, backendName: "blas", kernelFunc });
+  }
   installBlasGradients();
   registered = blas;
   return blas;
