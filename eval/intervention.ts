@@ -11,7 +11,8 @@ import * as tf from "@tensorflow/tfjs";
 import type { Backbone } from "../backbone/load_backbone.ts";
 import type { Row } from "../core/arrow_table.ts";
 import type { Rng } from "../core/rng.ts";
-import type { HeadConfiguration, LatentEdit } from "../stages/_trained_models.ts";
+import type { HeadConfiguration } from "../stages/_trained_models.ts";
+import type { LatentEdit } from "../stages/_latent_models.ts";
 import { generate, type GenerateOptions, type Generation } from "./kv_generator.ts";
 
 /** A head configuration that accepts latent edits. */

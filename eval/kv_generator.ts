@@ -10,7 +10,8 @@ import * as tf from "@tensorflow/tfjs";
 import { DynamicCache, Tensor } from "@huggingface/transformers";
 import type { Backbone } from "../backbone/load_backbone.ts";
 import { Rng } from "../core/rng.ts";
-import type { HeadConfiguration, LatentEdit } from "../stages/_trained_models.ts";
+import type { HeadConfiguration } from "../stages/_trained_models.ts";
+import type { LatentEdit } from "../stages/_latent_models.ts";
 import { checkSamplingOptions, chooseToken, type SamplingOptions } from "./sampling.ts";
 
 /** A batch of sequences in flight: their attention masks and the backbone's KV cache. */

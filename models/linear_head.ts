@@ -50,8 +50,11 @@ export class LinearHead {
       w = init.weight.slice();
       b = init.bias ? init.bias.slice() : new Float32Array(vocab);
     }
-    this.weight = tf.variable(tf.tensor2d(w, [vocab, inputs]), true, `${name}.weight`);
-    this.bias = tf.variable(tf.tensor1d(b), true, `${name}.bias`);
+    // In a tidy: tf.variable shares the initial tensor's data, and that tensor must not outlive it.
+    this.weight = tf.tidy(() =>
+      tf.variable(tf.tensor2d(w, [vocab, inputs]), true, `${name}.weight`)
+    );
+    this.bias = tf.tidy(() => tf.variable(tf.tensor1d(b), true, `${name}.bias`));
   }
 
   /**

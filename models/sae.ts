@@ -98,12 +98,13 @@ export class Sae {
     const init = initialWeights(d, this.m, seed, sample, cfg.bias_init);
     const prefix = freePrefix(options.name ?? "sae");
     const m = this.m;
-    this.#w = {
+    // In a tidy: tf.variable shares the initial tensor's data, and that tensor must not outlive it.
+    this.#w = tf.tidy(() => ({
       we: tf.variable(tf.tensor2d(init.encoder, [m, d]), true, `${prefix}.W_e`),
       be: tf.variable(tf.zeros([m]), true, `${prefix}.b_e`),
       wd: tf.variable(tf.tensor2d(init.decoder, [m, d]), true, `${prefix}.W_d`),
       b: tf.variable(tf.tensor1d(init.bias), true, `${prefix}.b`),
-    };
+    }));
     this.#dead = new DeadTracker(m, cfg.dead_tokens);
   }
 

@@ -19,7 +19,7 @@ import {
   type Trajectory,
 } from "../eval/intervention.ts";
 import { autoencoderStage } from "../stages/_autoencoder_stage.ts";
-import { editColumn, type LatentEdit } from "../stages/_trained_models.ts";
+import { editColumn, type LatentEdit } from "../stages/_latent_models.ts";
 import { baselines } from "../stages/baselines.ts";
 import { extract } from "../stages/extract.ts";
 import { intervene } from "../stages/intervene.ts";

@@ -8,6 +8,7 @@ import * as tf from "@tensorflow/tfjs";
 import { buildOfflineBackbone } from "../backbone/offline_backbones.ts";
 import { readArrowTable } from "../core/arrow_table.ts";
 import { validateConfig } from "../core/config.ts";
+import type { Config } from "../core/config_schema.ts";
 import { EmbeddingsReader, EmbeddingsWriter } from "../core/embeddings_store.ts";
 import { decodeSafetensors } from "../core/train/safetensors.ts";
 import { Standardizer } from "../core/train/standardizer.ts";
@@ -212,4 +213,30 @@ Deno.test("trained configurations: logits, edits, keep-error identity", async ()
     assert.notDeepEqual(Array.from(edited), Array.from(values(`${kind}_latents`)));
   }
   set.dispose();
+  // Settings that do not match the trained models: an error naming the key, nothing loaded.
+  const changed = (section: "sae" | "lcblm", key: string, value: unknown) =>
+    validateConfig({ ...cfg, [section]: { ...cfg[section], [key]: value } });
+  const mismatched: Array<[Config, RegExp]> = [
+    [
+      changed("lcblm", "concepts", 9),
+      /\[lcblm\]\.concepts is 9 in the configuration, .* trained with 8/,
+    ],
+    [
+      changed("sae", "k", 3),
+      /\[sae\]\.k is 3 in the configuration, .* trained with 4: set \[sae\]\.k = 4/,
+    ],
+    [changed("lcblm", "encoder", "mlp"), /\[lcblm\]\.encoder is "mlp" .* trained with "shallow"/],
+  ];
+  const again = await EmbeddingsReader.open(`${RUN}/embeddings.h5`);
+  const before = tf.memory().numTensors;
+  (await loadTrainedSet(cfg, again, 0)).dispose();
+  assert.equal(tf.memory().numTensors, before, "dispose frees everything a load made");
+  for (const [bad, message] of mismatched) {
+    await assert.rejects(
+      loadTrainedSet(bad, again, 0),
+      (e: Error) => e instanceof UserError && message.test(e.message),
+    );
+  }
+  assert.equal(tf.memory().numTensors, before, "a refused load leaves no tensors");
+  again.close();
 });

@@ -194,8 +194,9 @@ export class Adam {
   #tfjsStep(slot: Slot, grad: tf.Tensor): void {
     const { stepSize, bc2Sqrt, decay, beta1, beta2, epsilon } = this.#coefficients();
     const shape = slot.variable.shape;
-    slot.mt ??= tf.variable(tf.tensor(slot.m.slice(), shape), false);
-    slot.vt ??= tf.variable(tf.tensor(slot.v.slice(), shape), false);
+    // In a tidy: tf.variable shares the initial tensor's data, and that tensor must not outlive it.
+    slot.mt ??= tf.tidy(() => tf.variable(tf.tensor(slot.m.slice(), shape), false));
+    slot.vt ??= tf.tidy(() => tf.variable(tf.tensor(slot.v.slice(), shape), false));
     const [mt, vt] = [slot.mt, slot.vt];
     tf.tidy(() => {
       const m = tf.add(tf.mul(mt, beta1), tf.mul(grad, 1 - beta1));
