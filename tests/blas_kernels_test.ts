@@ -9,6 +9,7 @@ import * as tf from "@tensorflow/tfjs";
 import { Rng } from "../core/rng.ts";
 import { openBlasAvailable } from "../core/backends/openblas.ts";
 import { type BlasBackend, registerBlasBackend } from "../core/backends/blas_backend.ts";
+import { BINARY_KERNELS, UNARY_KERNELS } from "../core/backends/_blas_elementwise.ts";
 import { gatherCombine, gatherDot, gatherRows } from "../models/sparse_topk.ts";
 
 const ignore = !openBlasAvailable();
@@ -387,5 +388,55 @@ Deno.test({
         /Cannot dots \[300,12\] with a table \[3000,96\]/,
       );
     });
+  },
+});
+
+Deno.test({
+  name: "blas unary kernels equal the stock cpu kernels (±0 aside), specials included",
+  ignore,
+  async fn() {
+    // Above the threading threshold, with zeros, infinities, NaN and large magnitudes mixed in.
+    const specials = [0, -0, NaN, Infinity, -Infinity, 88.8, -88.8, 1e-30, 6, -6];
+    const x = f32(
+      [600, 500],
+      (i) => i % 17 === 0 ? specials[(i / 17) % specials.length] : 3 * rng.normal(),
+    );
+    for (const name of UNARY_KERNELS) {
+      const run = (backend: string) =>
+        on(backend, [x], (t) => tf.engine().runKernel(name, { x: t }, { alpha: 0.2 }) as tf.Tensor);
+      const [cpu, blas] = [await run("cpu"), await run("blas")];
+      for (let i = 0; i < cpu[0].data.length; i++) {
+        const a = blas[0].data[i], b = cpu[0].data[i];
+        if (!(a === b || (Number.isNaN(a) && Number.isNaN(b)))) {
+          assert.fail(`${name}(${x.data[i]}): blas ${a} vs cpu ${b}`);
+        }
+      }
+    }
+  },
+});
+
+Deno.test({
+  name: "blas binary kernels equal the stock cpu kernels (±0 aside), specials and broadcasts",
+  ignore,
+  async fn() {
+    const specials = [0, -0, NaN, Infinity, -Infinity, 1e30, -1e-30, 2];
+    const gen = (i: number) =>
+      i % 13 === 0 ? specials[(i / 13) % specials.length] : 2 * rng.normal();
+    const a = f32([300, 400], gen), same = f32([300, 400], gen);
+    const row = f32([400], gen), col = f32([300, 1], gen), scalar = f32([], () => -1.5);
+    for (const name of BINARY_KERNELS.filter((n) => !n.startsWith("Blas"))) {
+      for (const b of [same, row, col, scalar]) {
+        const run = (backend: string) =>
+          on(backend, [a, b], (x, y) => tf.engine().runKernel(name, { a: x, b: y }) as tf.Tensor);
+        const [cpu, blas] = [await run("cpu"), await run("blas")];
+        assert.deepEqual(blas[0].shape, cpu[0].shape);
+        for (let i = 0; i < cpu[0].data.length; i++) {
+          const u = blas[0].data[i], v = cpu[0].data[i];
+          if (!(u === v || (Number.isNaN(u) && Number.isNaN(v)))) {
+            assert.fail(`${name} [${b.shape}] element ${i}: blas ${u} vs cpu ${v}`);
+          }
+        }
+      }
+    }
   },
 });
