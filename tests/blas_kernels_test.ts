@@ -440,3 +440,29 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "blas reads float32 tensors cast from bool or int32 as numbers, not as raw bytes",
+  ignore,
+  async fn() {
+    // The stock Cast shares the input's Uint8Array/Int32Array under dtype float32.
+    const x = f32([64, 300], normal);
+    const ones = f32([300, 3], () => 1);
+    for (const from of ["bool", "int32"] as const) {
+      const fn = (a: tf.Tensor, b: tf.Tensor) => {
+        const mask = from === "bool"
+          ? tf.cast(tf.greater(a, 0.5), "float32")
+          : tf.cast(tf.cast(tf.greater(a, 0.5), "int32"), "float32");
+        return [tf.sum(mask, 1), tf.matMul(mask, b), tf.add(mask, 1), tf.relu(tf.neg(mask))];
+      };
+      const [cpu, blas] = [await on("cpu", [x, ones], fn), await on("blas", [x, ones], fn)];
+      assertSame(blas, cpu);
+      // And against a count done here: the row sums are the number of entries above 0.5.
+      for (let r = 0; r < 64; r++) {
+        let count = 0;
+        for (let j = 0; j < 300; j++) count += +(x.data[r * 300 + j] > 0.5);
+        assert.equal(blas[0].data[r], count, `${from} row ${r}`);
+      }
+    }
+  },
+});

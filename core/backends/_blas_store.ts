@@ -78,9 +78,15 @@ export class BlasBackend extends MathBackendCPU {
     return this.data.get(t.dataId).values as tf.backend_util.BackendValues;
   }
 
-  /** The float32 values of a tensor (see {@linkcode values}). */
+  /**
+   * The float32 values of a tensor (see {@linkcode values}). A float32 tensor may still hold
+   * another array: the stock Cast from bool or int32 shares its input's Uint8Array/Int32Array
+   * under the new dtype. Such values come back converted, in a fresh (unshared) array.
+   */
   f32(t: tf.TensorInfo): Float32Array {
-    return this.data.get(t.dataId).values as Float32Array;
+    const values = this.data.get(t.dataId).values;
+    if (values instanceof Float32Array) return values;
+    return Float32Array.from(values as ArrayLike<number>);
   }
 
   /**
