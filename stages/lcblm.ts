@@ -3,10 +3,13 @@
  * standardised embeddings, then a head on its gated concept embeddings (the K·E vector c_k·z_k
  * flattened — richer than the K gates alone, and switching concept k off zeroes its block),
  * and score reconstruction through the original head. Optional dead-concept resampling every
- * `[lcblm].resample_every` epochs until 80% of training.
+ * `[lcblm].resample_every` epochs until 80% of training, on the stage's standardised sample of up
+ * to 8192 training tokens; each model's resampling events go to `resampling.json` beside it
+ * (a resumed run lists the events after the resume).
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
+import { atomicWrite } from "../core/atomic_write.ts";
 import { loadConfig } from "../core/config.ts";
 import type { Config } from "../core/config_schema.ts";
 import { runMain } from "../core/user_error.ts";
@@ -14,9 +17,19 @@ import { Lcblm } from "../models/lcblm.ts";
 import { resampleDeadConcepts } from "../models/lcblm_resample.ts";
 import { type AutoencoderFamily, autoencoderStage } from "./_autoencoder_stage.ts";
 
+/** One resampling pass: the step after which it ran and the concepts it re-pointed. */
+export interface ResampleEvent {
+  step: number;
+  resampled: number[];
+}
+
 /** The LCBLM family for the shared stage body. */
 export function lcblmFamily(config: Config): AutoencoderFamily<Lcblm> {
   const cfg = config.lcblm;
+  // The stage's standardised training sample [rows, d] (resampling looks for uncovered residual
+  // directions in it), and each model's resampling events.
+  let sample: Float32Array = new Float32Array(0);
+  const events = new WeakMap<Lcblm, ResampleEvent[]>();
   return {
     stage: "lcblm",
     name: "lcblm",
@@ -24,7 +37,12 @@ export function lcblmFamily(config: Config): AutoencoderFamily<Lcblm> {
     lr: cfg.lr,
     batchSize: cfg.batch_size,
     epochs: cfg.epochs,
-    build: (d, seed) => new Lcblm(d, cfg, seed),
+    build: (d, seed, rows) => {
+      sample = rows;
+      const model = new Lcblm(d, cfg, seed);
+      events.set(model, []);
+      return model;
+    },
     adapt: (model) => ({
       latents: model.k,
       headWidth: model.k * model.e,
@@ -46,24 +64,26 @@ export function lcblmFamily(config: Config): AutoencoderFamily<Lcblm> {
       afterStep: cfg.resample_every === 0 ? undefined : async (step, total, adam) => {
         const every = Math.round(cfg.resample_every * total / cfg.epochs);
         if (every === 0 || step % every !== 0 || step > 0.8 * total) return;
-        const sample = resampleSample;
-        if (!sample) return;
-        const r = await resampleDeadConcepts(model, adam, sample, { seed: step });
-        if (r.resampled.length > 0) {
-          console.error(`lcblm: resampled ${r.resampled.length} dead concept(s) at step ${step}`);
+        const x = tf.tensor2d(sample, [sample.length / model.d, model.d]);
+        try {
+          const r = await resampleDeadConcepts(model, adam, x, { seed: step });
+          events.get(model)!.push({ step, resampled: r.resampled });
+          if (r.resampled.length > 0) {
+            console.error(`lcblm: resampled ${r.resampled.length} dead concept(s) at step ${step}`);
+          }
+        } finally {
+          x.dispose();
         }
       },
     }),
     tensors: (model) => model.toTensors(),
-    dispose: (model) => {
-      model.dispose();
-      resampleSample?.dispose();
-      resampleSample = null;
+    exports: async (model, _standardizer, dir) => {
+      if (cfg.resample_every === 0) return;
+      await atomicWrite(`${dir}/resampling.json`, JSON.stringify(events.get(model), null, 1));
     },
+    dispose: (model) => model.dispose(),
   };
 }
-
-let resampleSample: tf.Tensor2D | null = null;
 
 if (import.meta.main) {
   await runMain(async (args) => {

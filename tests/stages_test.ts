@@ -131,6 +131,18 @@ Deno.test("lcblm: metrics per seed, concept L0 within K, same seed repeats", asy
   const cfg2 = config(other, { run: { dir: other, seeds: [1] } });
   const repeat = await autoencoderStage(cfg2, lcblmFamily(cfg2));
   assert.deepEqual(repeat.rows[0], rows[1]);
+  // Resampling every epoch of three: two passes (at 1/3 and 2/3 of training, not after 80%),
+  // each on the stage's sample, logged beside the model.
+  const lcblm = { ...cfg2.lcblm, epochs: 3, resample_every: 1 };
+  const cfg3 = validateConfig({ ...cfg2, lcblm });
+  await autoencoderStage(cfg3, lcblmFamily(cfg3));
+  const dir = `${other}/lcblm/lcblm/seed-1`;
+  const { steps } = JSON.parse(await Deno.readTextFile(`${dir}/metrics.json`));
+  const events = JSON.parse(await Deno.readTextFile(`${dir}/resampling.json`));
+  const every = Math.round(steps / 3);
+  assert.deepEqual(events.map((e: { step: number }) => e.step), [every, 2 * every]);
+  for (const e of events) assert.ok(e.resampled.every((k: number) => k >= 0 && k < 8));
+  await assert.rejects(Deno.stat(`${RUN}/lcblm/lcblm/seed-0/resampling.json`), "only when on");
 });
 
 Deno.test("training stages refuse embeddings of another backbone or with NaN, writing nothing", async () => {
