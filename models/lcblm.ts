@@ -292,8 +292,10 @@ export class Lcblm {
    * @returns Mean active concepts per token.
    */
   l0(gates: tf.Tensor2D): number {
-    return tf.tidy(() => tf.mean(tf.sum(tf.cast(tf.greater(gates, 0.5), "float32"), 1)))
-      .dataSync()[0];
+    const l0 = tf.tidy(() => tf.mean(tf.sum(tf.cast(tf.greater(gates, 0.5), "float32"), 1)));
+    const value = l0.dataSync()[0];
+    l0.dispose();
+    return value;
   }
 
   /**

@@ -9,21 +9,46 @@
  * Seed s draws both the data (atoms and samples, `generateSyntheticDictionary({...tier, seed: s})`)
  * and the model initialisation, so the CI covers both.
  *
+ * Inputs: each dataset is multiplied by one scalar that brings its training split to unit mean
+ * per-feature variance (the `sae` and `lcblm` stages train on standardised embeddings; one
+ * scalar keeps every direction, so recovery is scored against the atoms unchanged). Raw, the
+ * easy tier's per-feature variance is ≈ 1/D ≈ 0.03, which makes the LCBLM's MSE term 30× weaker
+ * against its KL terms than on standardised data. The SAE's loss is scale-equivariant; it
+ * recovers every atom either way.
+ *
  * Model sizes per tier (K atoms in R^D, n̄ = expected active atoms per sample: 1 for the easy
  * tier, K·p ≈ 3 for medium/hard):
  * - TopK SAE: latents = K rounded up to a multiple of D (expansion = ⌈K/D⌉; K = 64, D = 32 gives
  *   exactly 64), k = round(n̄) (1 easy, 3 medium/hard), AuxK with k_aux = latents/2 and a dead
  *   window of 20 batches, bias from the geometric median, lr 1e-2 (the
- *   tests/synthetic_test.ts setting), batch 256.
+ *   tests/synthetic_test.ts setting), batch 256, 1500 steps (≈ 24 epochs of the 16,000
+ *   training samples).
  * - LCBLM: K concepts = atoms, E = 4, linear encoder, cosine similarity, stacked decoder,
  *   prior π = n̄/K (the true firing rate; for the easy tier K·π = 1 is below the model's
- *   advisory range and it warns once per model), other weights at their defaults, lr 3e-3,
- *   batch 256. Directions are `conceptDirections()` (B_k·h_k).
+ *   advisory range and it warns once per model), lr 3e-3, batch 256, 2500 steps (≈ 40 epochs).
+ *   Directions are `conceptDirections()` (B_k·h_k). Three settings differ from the defaults,
+ *   because at the defaults the regularisers swamp the reconstruction (MSE is a mean over the
+ *   d = 32 features, CondKL/SparsityKL/Entropy are sums over the K concepts): the model
+ *   reconstructs almost nothing (FVU ≈ 0.9) and CondKL shrinks μ and h, which the decoder
+ *   undoes, so the concept directions B_k·h_k stay loose (matched 0.14–0.55):
+ *   - γ = 0.01, β = 0.125 (= 4/d: the default β against the squared error summed over d): CondKL
+ *     still ties μ_k to h_k when the gate is open, so B_k·h_k is what the concept writes, but no
+ *     longer outweighs the reconstruction. γ from {0.003, 0.01, 0.03, 0.1}; β = 0.04 lets
+ *     concepts fire on several atoms, 0.125–0.25 do equally well.
+ *   - λ_ent = 0: the entropy term saturates the gates before the concepts have found their atoms
+ *     and freezes wrong assignments (λ_ent = 0.01 already costs ≈ 0.05 matched); the gates still
+ *     end near 0/1 (≈ 1.5% of α in (0.1, 0.9)) as the learned logit scale s grows to 30–70.
+ *   - σ₀ = 0.3 (z_noise): more noise on μ in training; an empirical choice (easy tier 0.67 at
+ *     σ₀ = 0.1, 0.81 at 0.3; medium σ = 0.05 0.87 either way).
+ *   Dead-concept resampling is off: under these settings SparsityKL keeps every concept firing
+ *   (none falls below 0.1% of samples), so resampling every 5 epochs changed nothing.
+ *   The weights were chosen on seeds 0–1 of the medium σ = 0.05 and easy tiers and checked on
+ *   every tier and on seeds 10–12.
  *
- * Both use the project's Adam with a constant learning rate for `--steps` steps (default 1500,
- * ≈ 24 epochs of the 16,000 training samples): enough for the SAE to reach the reference range
- * on the easy tier while keeping the full default run (7 tiers × 2 models × 3 seeds) around
- * ten minutes on 2 CPU cores.
+ * Both use the project's Adam with a constant learning rate (a cosine decay did no better). The
+ * LCBLM gets the larger share of steps: its easy tier still gains from 1500 to 2500 steps
+ * (0.73 → 0.80), the SAE is at 1.00 by 1500. The full default run (7 tiers × 2 models × 3
+ * seeds) takes about 10 minutes on 2 CPU cores, almost all of it LCBLM training.
  *
  * Flags: `--tiers=name,name` (default: all), `--steps=N`, plus the usual `--config` and
  * `--section.key=value` overrides (e.g. `--run.seeds=[0,1]`).
@@ -53,15 +78,18 @@ export const SYNTHETIC_MODELS = ["topk_sae", "lcblm"] as const;
 /** One of {@linkcode SYNTHETIC_MODELS}. */
 export type SyntheticModel = (typeof SYNTHETIC_MODELS)[number];
 
-/** Default training steps per model and seed. */
-export const DEFAULT_STEPS = 1500;
+/** Default training steps per model and seed (`--steps` sets both). */
+export const DEFAULT_STEPS: Readonly<Record<SyntheticModel, number>> = Object.freeze({
+  topk_sae: 1500,
+  lcblm: 2500,
+});
 const BATCH = 256;
 
 /** What to run. */
 export interface SyntheticOptions {
   /** Tiers to run (default: all of {@linkcode SYNTHETIC_TIERS}). */
   tiers?: readonly SyntheticTier[];
-  /** Adam steps per model and seed (default {@linkcode DEFAULT_STEPS}). */
+  /** Adam steps per model and seed, for both models (default {@linkcode DEFAULT_STEPS}). */
   steps?: number;
   /** Seeds (default `[run].seeds`). */
   seeds?: readonly number[];
@@ -83,6 +111,7 @@ export interface SyntheticRow extends Row {
   threshold: number;
   latents: number;
   steps: number;
+  /** MSE of the last training batch, in the scaled units (see the module doc). */
   final_mse: number;
   seconds: number;
 }
@@ -113,9 +142,36 @@ export function lcblmSettings(tier: SyntheticTier): Config["lcblm"] {
     embedding_dim: 4,
     encoder: "linear",
     prior: Math.min(0.5, expectedActive(tier) / tier.atoms),
+    z_noise: 0.3,
+    gamma: 0.01,
+    beta: 0.125,
+    entropy: 0,
     lr: 3e-3,
     batch_size: BATCH,
   });
+}
+
+/**
+ * The factor that brings a dataset to unit mean per-feature variance: one scalar, so every
+ * direction, and with it atom recovery, is unchanged.
+ *
+ * @param x Samples [n, d], row-major.
+ * @param d Width.
+ * @returns 1 / √(mean over features of the variance).
+ */
+export function unitVarianceScale(x: Float32Array, d: number): number {
+  const n = x.length / d;
+  const sum = new Float64Array(d), squares = new Float64Array(d);
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j < d; j++) {
+      const v = x[i * d + j];
+      sum[j] += v;
+      squares[j] += v * v;
+    }
+  }
+  let variance = 0;
+  for (let j = 0; j < d; j++) variance += squares[j] / n - (sum[j] / n) ** 2;
+  return 1 / Math.sqrt(variance / d);
 }
 
 /** Trains one model on `data` for `steps` steps; returns its directions and final MSE. */
@@ -127,7 +183,8 @@ function train(
   steps: number,
 ): { directions: Float32Array; latents: number; mse: number } {
   const d = tier.dim;
-  const x = tf.tensor2d(data.train, [data.nTrain, d]);
+  const scale = unitVarianceScale(data.train, d);
+  const x = tf.tidy(() => tf.mul(tf.tensor2d(data.train, [data.nTrain, d]), scale)) as tf.Tensor2D;
   const batches = Math.floor(data.nTrain / BATCH);
   const batch = (step: number) =>
     tf.slice(x, [(step % batches) * BATCH, 0], [BATCH, d]) as tf.Tensor2D;
@@ -180,7 +237,6 @@ export async function runSynthetic(
   options: SyntheticOptions = {},
 ): Promise<SyntheticRow[]> {
   const tiers = options.tiers ?? SYNTHETIC_TIERS;
-  const steps = options.steps ?? DEFAULT_STEPS;
   const seeds = options.seeds ?? config.run.seeds;
   const models = options.models ?? SYNTHETIC_MODELS;
   const log = options.log ?? console.log;
@@ -189,6 +245,7 @@ export async function runSynthetic(
     const data = seeds.map((seed) => generateSyntheticDictionary({ ...tier, seed }));
     for (const model of models) {
       const mine: SyntheticRow[] = [];
+      const steps = options.steps ?? DEFAULT_STEPS[model];
       for (const [i, seed] of seeds.entries()) {
         const t0 = performance.now();
         const r = train(model, tier, data[i], seed, steps);
@@ -230,12 +287,12 @@ export async function runSynthetic(
  * Parses `--tiers` and `--steps` (values of loadConfig's stage flags).
  *
  * @param flags Stage flags from {@linkcode loadConfig}.
- * @returns The selected tiers and step count.
+ * @returns The selected tiers, and the step count if given.
  * @throws {UserError} On an unknown tier or a bad step count.
  */
 export function parseSyntheticFlags(
   flags: Record<string, string | boolean>,
-): { tiers: readonly SyntheticTier[]; steps: number } {
+): { tiers: readonly SyntheticTier[]; steps?: number } {
   let tiers: readonly SyntheticTier[] = SYNTHETIC_TIERS;
   if (flags.tiers !== undefined) {
     if (typeof flags.tiers !== "string" || flags.tiers === "") {
@@ -254,12 +311,10 @@ export function parseSyntheticFlags(
       return t;
     });
   }
-  let steps = DEFAULT_STEPS;
-  if (flags.steps !== undefined) {
-    steps = Number(flags.steps);
-    if (typeof flags.steps !== "string" || !Number.isInteger(steps) || steps < 1) {
-      throw new UserError(`Flag --steps expects a positive integer, got "${flags.steps}"`);
-    }
+  if (flags.steps === undefined) return { tiers };
+  const steps = Number(flags.steps);
+  if (typeof flags.steps !== "string" || !Number.isInteger(steps) || steps < 1) {
+    throw new UserError(`Flag --steps expects a positive integer, got "${flags.steps}"`);
   }
   return { tiers, steps };
 }

@@ -11,7 +11,7 @@ import {
   generateSyntheticDictionary,
   SYNTHETIC_TIERS,
 } from "../eval/synthetic_dictionary.ts";
-import { main, parseSyntheticFlags, runSynthetic } from "../stages/synthetic.ts";
+import { main, parseSyntheticFlags, runSynthetic, unitVarianceScale } from "../stages/synthetic.ts";
 
 try {
   await selectBackend(TrainSchema.parse({ backend: "blas" }), () => {});
@@ -77,11 +77,34 @@ Deno.test("synthetic stage: easy tier, 2 seeds — rows saved, TopK SAE beats ra
   }
 });
 
+Deno.test("synthetic stage: the LCBLM beats the SPEC's LCBLM reference on medium σ = 0.1", async () => {
+  // SPEC section 7 reference: LCBLM 0.42–0.48 plain, 0.53–0.72 with resampling. One seed and a
+  // third of the default steps keep this to seconds; the full run reaches ≈ 0.9.
+  const tier = SYNTHETIC_TIERS.find((t) => t.name === "high-d-medium-s0.1")!;
+  const config = validateConfig({ run: { seeds: [0] } });
+  const [row] = await runSynthetic(config, {
+    tiers: [tier],
+    steps: 800,
+    models: ["lcblm"],
+    log: () => {},
+    save: false,
+  });
+  ok(row.matched >= 0.7, `LCBLM matched ${row.matched}`);
+});
+
+Deno.test("synthetic stage: unitVarianceScale brings the mean per-feature variance to 1", () => {
+  // Two features with variances 4 and 16 (values ±2 and ±4 around means 1 and −3): mean 10.
+  const x = new Float32Array([3, 1, -1, -7, 3, 1, -1, -7]);
+  const scale = unitVarianceScale(x, 2);
+  ok(Math.abs(scale - 1 / Math.sqrt(10)) < 1e-12, `scale ${scale}`);
+});
+
 Deno.test("synthetic stage flags: --tiers and --steps are checked", async () => {
   const p = parseSyntheticFlags({ tiers: "high-d-easy,high-d-hard-s0.2", steps: "50" });
   deepStrictEqual(p.tiers.map((t) => t.name), ["high-d-easy", "high-d-hard-s0.2"]);
   strictEqual(p.steps, 50);
   strictEqual(parseSyntheticFlags({}).tiers.length, SYNTHETIC_TIERS.length);
+  strictEqual(parseSyntheticFlags({}).steps, undefined); // each model's default
   await rejects(
     main(["--tiers=nope"]),
     (e) => e instanceof UserError && /Unknown tier "nope"/.test(e.message),
