@@ -19,7 +19,7 @@ import { probeGpu } from "../core/backends/webgpu_backend.ts";
 import { TrainSchema } from "../core/config_schema.ts";
 import { Adam } from "../core/train/adam.ts";
 import { Rng } from "../core/rng.ts";
-import { median } from "./_stats.ts";
+import { median, medianStepSeconds, peakRssMb, runCase } from "./_stats.ts";
 import { runTorchScript } from "./_torch_run.ts";
 
 const D = 768, M = 6144, L1 = 1e-3, LR = 1e-4;
@@ -32,16 +32,6 @@ interface Measured {
 
 function normal(rng: Rng, n: number, scale: number): Float32Array {
   return Float32Array.from({ length: n }, () => rng.normal() * scale);
-}
-
-/** Peak resident set size of this process in MB (VmHWM; current RSS where /proc is absent). */
-function peakRssMb(): number {
-  try {
-    const status = Deno.readTextFileSync("/proc/self/status");
-    return Number(/VmHWM:\s+(\d+) kB/.exec(status)![1]) / 1024;
-  } catch {
-    return Deno.memoryUsage().rss / 2 ** 20;
-  }
 }
 
 /** Child process: time `steps` steps on one backend after two warm-up steps. */
@@ -60,23 +50,13 @@ async function measureOurs(backend: string, batch: number, steps: number): Promi
     const xHat = tf.fused.matMul({ a: z, b: wD, bias: bD }); // [batch, d]
     return tf.add(tf.mean(tf.square(tf.sub(xHat, x))), tf.mul(L1, tf.mean(tf.abs(z)))) as tf.Scalar;
   };
-  const times: number[] = [];
-  for (let i = 0; i < steps + 2; i++) {
-    const start = performance.now();
+  const seconds = await medianStepSeconds(async () => {
     const { value, grads } = tf.variableGrads(loss);
     adam.step(grads);
     await value.data();
     tf.dispose([value, ...Object.values(grads)]);
-    if (i >= 2) times.push((performance.now() - start) / 1000);
-  }
-  return { seconds: median(times), rss_mb: peakRssMb() };
-}
-
-async function runJson(cmd: string, args: string[]) {
-  const out = await new Deno.Command(cmd, { args, stderr: "inherit" }).output();
-  const text = new TextDecoder().decode(out.stdout).trim().split("\n").pop() ?? "";
-  if (!out.success) throw new Error(`${cmd} ${args.join(" ")} failed: ${text}`);
-  return JSON.parse(text) as Measured;
+  }, steps);
+  return { seconds, rss_mb: peakRssMb() };
 }
 
 function measureTorch(batch: number, steps: number): Promise<Measured> {
@@ -124,17 +104,7 @@ async function main() {
       // Alternate the two so load from other processes hits both alike; report medians.
       const ours: Measured[] = [], torch: Measured[] = [];
       for (let r = 0; r < caseRounds; r++) {
-        ours.push(
-          await runJson(Deno.execPath(), [
-            "run",
-            "--allow-read",
-            "--allow-env",
-            "--allow-ffi",
-            "--allow-sys",
-            import.meta.filename!,
-            `--case=${backend}:${batch}:${n}`,
-          ]),
-        );
+        ours.push(await runCase<Measured>(import.meta.filename!, `${backend}:${batch}:${n}`));
         torch.push(await measureTorch(batch, n));
       }
       const [o, t] = [ours, torch].map((ms) => ({

@@ -22,7 +22,7 @@ import { Adam } from "../core/train/adam.ts";
 import { Rng } from "../core/rng.ts";
 import { Sae } from "../models/sae.ts";
 import { Lcblm } from "../models/lcblm.ts";
-import { median } from "./_stats.ts";
+import { median, medianStepSeconds, peakRssMb, runCase } from "./_stats.ts";
 import { runTorchScript } from "./_torch_run.ts";
 
 const D = 768, EXPANSION = 32, K = 32, K_AUX = 256, BATCH = 1024, DEAD_EVERY = 10;
@@ -38,15 +38,6 @@ interface Measured {
 
 function normal(rng: Rng, n: number): Float32Array {
   return Float32Array.from({ length: n }, () => rng.normal());
-}
-
-function peakRssMb(): number {
-  try {
-    const status = Deno.readTextFileSync("/proc/self/status");
-    return Number(/VmHWM:\s+(\d+) kB/.exec(status)![1]) / 1024;
-  } catch {
-    return Deno.memoryUsage().rss / 2 ** 20;
-  }
 }
 
 /** Per kernel name: total ms and calls over one profiled step, largest first. */
@@ -101,31 +92,14 @@ async function measureOurs(which: string, steps: number, profile: boolean): Prom
       sae.dispose();
     };
   }
-  const times: number[] = [];
-  for (let i = 0; i < steps + 2; i++) {
-    const start = performance.now();
-    step();
-    if (i >= 2) times.push((performance.now() - start) / 1000);
-  }
+  const seconds = await medianStepSeconds(step, steps);
   const prof = profile ? await profileStep(step) : undefined;
   dispose();
-  return { seconds: median(times), rss_mb: peakRssMb(), dead, profile: prof };
+  return { seconds, rss_mb: peakRssMb(), dead, profile: prof };
 }
 
-async function runOurs(which: string, steps: number, profile: boolean): Promise<Measured> {
-  const args = [
-    "run",
-    "--allow-read",
-    "--allow-env",
-    "--allow-ffi",
-    "--allow-sys",
-    import.meta.filename!,
-    `--case=${which}:${steps}${profile ? ":profile" : ""}`,
-  ];
-  const out = await new Deno.Command(Deno.execPath(), { args, stderr: "inherit" }).output();
-  const text = new TextDecoder().decode(out.stdout).trim().split("\n").pop() ?? "";
-  if (!out.success) throw new Error(`${which} case failed: ${text}`);
-  return JSON.parse(text) as Measured;
+function runOurs(which: string, steps: number, profile: boolean): Promise<Measured> {
+  return runCase<Measured>(import.meta.filename!, `${which}:${steps}${profile ? ":profile" : ""}`);
 }
 
 /** PyTorch as installed, without the OpenBLAS variables tuned for our process. */

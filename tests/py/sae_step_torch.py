@@ -7,13 +7,11 @@ Adam (lr 1e-4), with d = 768, m = 6144. Prints one JSON line: {"seconds": median
 step after two warm-up steps, "rss_mb": peak resident set size, "threads", "blas"}.
 """
 
-import json
-import resource
-import statistics
 import sys
-import time
 
 import torch
+
+from step_timing import report_step_time
 
 D, M, L1 = 768, 6144, 1e-3
 
@@ -37,20 +35,7 @@ def main(batch, steps, threads):
         opt.step()
         return loss.item()
 
-    times = []
-    for i in range(steps + 2):
-        start = time.perf_counter()
-        step()
-        if i >= 2:
-            times.append(time.perf_counter() - start)
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    blas = "openblas" if "openblas" in open("/proc/self/maps").read() else "other"
-    print(json.dumps({
-        "seconds": statistics.median(times),
-        "rss_mb": rss_mb,
-        "threads": torch.get_num_threads(),
-        "blas": blas,
-    }))
+    report_step_time(step, steps)
 
 
 if __name__ == "__main__":

@@ -12,13 +12,11 @@ dead_tokens is not reached within the few steps timed). Prints one JSON line: {"
 step after two warm-up steps, "rss_mb", "threads", "blas", "dead": dead latents at the end}.
 """
 
-import json
-import resource
-import statistics
 import sys
-import time
 
 import torch
+
+from step_timing import report_step_time
 
 D, M, K, K_AUX, ALPHA, LR = 768, 24576, 32, 256, 1 / 32, 1e-4
 
@@ -60,21 +58,7 @@ def main(batch, steps, threads, dead_every):
         dead = dead & ~fired
         return loss.item()
 
-    times = []
-    for i in range(steps + 2):
-        start = time.perf_counter()
-        step()
-        if i >= 2:
-            times.append(time.perf_counter() - start)
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    blas = "openblas" if "openblas" in open("/proc/self/maps").read() else "other"
-    print(json.dumps({
-        "seconds": statistics.median(times),
-        "rss_mb": rss_mb,
-        "threads": torch.get_num_threads(),
-        "blas": blas,
-        "dead": int(dead.sum()),
-    }))
+    report_step_time(step, steps, dead=lambda: int(dead.sum()))
 
 
 if __name__ == "__main__":
