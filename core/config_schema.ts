@@ -260,21 +260,26 @@ function nestDottedKeys(space: unknown): unknown {
   return out;
 }
 
+/** The metrics the `sae` and `lcblm` stages report per model and seed (their table's columns). */
+export const AUTOENCODER_METRICS = [
+  "fvu",
+  "mse",
+  "l0",
+  "dead_fraction",
+  "ce_recon",
+  "ce_recovered",
+  "latent_head_ce",
+  "latent_head_ppl",
+  "latent_head_top1",
+] as const;
+
+/** The metrics the `baselines` stage reports per head and seed. */
+export const HEAD_METRICS = ["val_ce", "val_ppl", "val_top1"] as const;
+
 /** Metrics a sweep can optimise: the training stages' row metrics, and FVU under an L0 budget. */
 export const SWEEP_OBJECTIVES = {
-  autoencoder: [
-    "fvu",
-    "mse",
-    "l0",
-    "dead_fraction",
-    "ce_recon",
-    "ce_recovered",
-    "latent_head_ce",
-    "latent_head_ppl",
-    "latent_head_top1",
-    "fvu_at_l0",
-  ],
-  baselines: ["val_ce", "val_ppl", "val_top1"],
+  autoencoder: [...AUTOENCODER_METRICS, "fvu_at_l0"],
+  baselines: HEAD_METRICS,
 } as const;
 
 /** `[sweep]`: random-search hyperparameter sweeps (`deno task sweep`). */

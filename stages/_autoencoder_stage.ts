@@ -6,25 +6,12 @@
 import type { Row } from "../core/arrow_table.ts";
 import { atomicWrite } from "../core/atomic_write.ts";
 import { selectBackend } from "../core/backends/select_backend.ts";
-import type { Config } from "../core/config_schema.ts";
+import { AUTOENCODER_METRICS, type Config } from "../core/config_schema.ts";
 import type { EmbeddingsReader } from "../core/embeddings_store.ts";
 import { encodeSafetensors, type NamedTensor } from "../core/train/safetensors.ts";
 import { Standardizer } from "../core/train/standardizer.ts";
 import { type Autoencoder, fitAutoencoder } from "./_fit_autoencoder.ts";
 import { modelRun, openEmbeddings, seedTable } from "./_stage_io.ts";
-
-/** Metrics in the stage table. */
-export const AUTOENCODER_METRICS = [
-  "fvu",
-  "mse",
-  "l0",
-  "dead_fraction",
-  "ce_recon",
-  "ce_recovered",
-  "latent_head_ce",
-  "latent_head_ppl",
-  "latent_head_top1",
-];
 
 /** A model family as the stage sees it. */
 export interface AutoencoderFamily<M> {
@@ -113,7 +100,7 @@ export async function autoencoderStage<M>(
     const table = await seedTable(
       `${config.run.dir}/${family.stage}/metrics.arrow`,
       rows,
-      AUTOENCODER_METRICS,
+      [...AUTOENCODER_METRICS],
     );
     return { rows, table };
   } finally {

@@ -9,14 +9,11 @@ import * as tf from "@tensorflow/tfjs";
 import { selectBackend } from "../core/backends/select_backend.ts";
 import type { Row } from "../core/arrow_table.ts";
 import { loadConfig } from "../core/config.ts";
-import type { Config } from "../core/config_schema.ts";
+import { type Config, HEAD_METRICS } from "../core/config_schema.ts";
 import { runMain } from "../core/user_error.ts";
 import { LinearHead } from "../models/linear_head.ts";
 import { fitHead, scoreHead } from "./_fit_head.ts";
 import { modelRun, openEmbeddings, seedTable } from "./_stage_io.ts";
-
-/** Metrics reported per head. */
-export const HEAD_METRICS = ["val_ce", "val_ppl", "val_top1"];
 
 /**
  * Run the stage.
@@ -93,7 +90,9 @@ export async function baselines(
         });
       }
     }
-    const table = await seedTable(`${config.run.dir}/baselines/metrics.arrow`, rows, HEAD_METRICS);
+    const table = await seedTable(`${config.run.dir}/baselines/metrics.arrow`, rows, [
+      ...HEAD_METRICS,
+    ]);
     return { rows, table };
   } finally {
     reader.close();

@@ -9,12 +9,15 @@ import { fileURLToPath } from "node:url";
 import { buildOfflineBackbone } from "../backbone/offline_backbones.ts";
 import { readArrowTable, type Row } from "../core/arrow_table.ts";
 import { loadConfig, validateConfig } from "../core/config.ts";
-import { type Config, SWEEP_OBJECTIVES } from "../core/config_schema.ts";
+import {
+  AUTOENCODER_METRICS,
+  type Config,
+  HEAD_METRICS,
+  SWEEP_OBJECTIVES,
+} from "../core/config_schema.ts";
 import { DivergedError } from "../core/train/train_loop.ts";
 import { UserError } from "../core/user_error.ts";
 import { sampleTrials, sampleValue } from "../eval/sweep_sampling.ts";
-import { AUTOENCODER_METRICS } from "../stages/_autoencoder_stage.ts";
-import { HEAD_METRICS } from "../stages/baselines.ts";
 import { extract } from "../stages/extract.ts";
 import { sweep } from "../stages/sweep.ts";
 
