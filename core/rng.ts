@@ -135,3 +135,18 @@ export class Rng {
     this.#spare = state.spare;
   }
 }
+
+/**
+ * A 32-bit seed from several integers (FNV-1a over them, then a murmur3 finaliser), e.g. one
+ * stream per (training seed, configuration, sample).
+ *
+ * @param parts Integers (taken mod 2³²).
+ * @returns An unsigned 32-bit seed.
+ */
+export function mixSeed(...parts: number[]): number {
+  let h = 0x811c9dc5;
+  for (const p of parts) h = Math.imul(h ^ (p >>> 0), 0x01000193);
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
+  return (h ^ (h >>> 16)) >>> 0;
+}

@@ -15,7 +15,7 @@ import { selectBackend } from "../core/backends/select_backend.ts";
 import { configToToml, loadConfig } from "../core/config.ts";
 import type { Config } from "../core/config_schema.ts";
 import type { EmbeddingsReader } from "../core/embeddings_store.ts";
-import { Rng } from "../core/rng.ts";
+import { mixSeed, Rng } from "../core/rng.ts";
 import { runMain, UserError } from "../core/user_error.ts";
 import type { ConceptDictionary } from "../eval/concept_dictionary.ts";
 import {
@@ -264,15 +264,6 @@ function summaryTable(points: DosePoint[]): string {
     ].join("\t"));
   }
   return lines.join("\n");
-}
-
-/** A 32-bit seed from several integers (FNV-1a, then a murmur3 finaliser). */
-function mixSeed(...parts: number[]): number {
-  let h = 0x811c9dc5;
-  for (const p of parts) h = Math.imul(h ^ (p >>> 0), 0x01000193);
-  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
-  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
-  return (h ^ (h >>> 16)) >>> 0;
 }
 
 if (import.meta.main) {

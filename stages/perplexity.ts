@@ -17,7 +17,7 @@ import { configToToml, loadConfig } from "../core/config.ts";
 import type { Config } from "../core/config_schema.ts";
 import { sha256 } from "../core/hash.ts";
 import { Progress } from "../core/progress.ts";
-import { Rng } from "../core/rng.ts";
+import { mixSeed, Rng } from "../core/rng.ts";
 import { runMain, UserError } from "../core/user_error.ts";
 import { judgeTexts } from "../eval/judge.ts";
 import { generate } from "../eval/kv_generator.ts";
@@ -193,15 +193,6 @@ function randomTexts(backbone: Backbone, original: TextScore[] | undefined, seed
     ids: Array.from({ length: t.token_count }, () => allowed[rng.int(allowed.length)]),
     stoppedAtEos: false,
   }));
-}
-
-/** A 32-bit seed from several integers (FNV-1a over them, then a murmur3 finaliser). */
-function mixSeed(...parts: number[]): number {
-  let h = 0x811c9dc5;
-  for (const p of parts) h = Math.imul(h ^ (p >>> 0), 0x01000193);
-  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
-  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
-  return (h ^ (h >>> 16)) >>> 0;
 }
 
 /** The judge's identity without hashing its whole graph: spec, config, tokenizer, graph size. */
