@@ -243,55 +243,17 @@ export function reduceSum(
   const outer = flags.every((f, i) => f || flags.slice(i).every((g) => !g));
   const gemv = backend.blas.lib.cblas_sgemv;
   const xv = backend.f32(x);
-  if (inner) {
-    gemv(
-      ROW_MAJOR,
-      NO_TRANS,
-      keptSize,
-      redSize,
-      scale,
-      xv,
-      redSize,
-      backend.ones(redSize),
-      1,
-      0,
-      out,
-      1,
-    );
-  } else if (outer) {
-    gemv(
-      ROW_MAJOR,
-      TRANS,
-      redSize,
-      keptSize,
-      scale,
-      xv,
-      keptSize,
-      backend.ones(redSize),
-      1,
-      0,
-      out,
-      1,
-    );
-  } else {
-    const perm = [...[...Array(rank).keys()].filter((i) => !reduced.has(i)), ...axes];
-    const moved = transposeInto(backend, xv, x.shape, perm, backend.alloc(size));
-    gemv(
-      ROW_MAJOR,
-      NO_TRANS,
-      keptSize,
-      redSize,
-      scale,
-      moved,
-      redSize,
-      backend.ones(redSize),
-      1,
-      0,
-      out,
-      1,
-    );
-    backend.recycle(moved);
+  const ones = backend.ones(redSize);
+  if (outer && !inner) {
+    // Reduced axes first: a column sum, xᵀ·1.
+    gemv(ROW_MAJOR, TRANS, redSize, keptSize, scale, xv, keptSize, ones, 1, 0, out, 1);
+    return out;
   }
+  // Reduced axes last (as given, or moved there): a row sum, x·1.
+  const perm = [...[...Array(rank).keys()].filter((i) => !reduced.has(i)), ...axes];
+  const rows = inner ? xv : transposeInto(backend, xv, x.shape, perm, backend.alloc(size));
+  gemv(ROW_MAJOR, NO_TRANS, keptSize, redSize, scale, rows, redSize, ones, 1, 0, out, 1);
+  if (rows !== xv) backend.recycle(rows);
   return out;
 }
 
