@@ -125,6 +125,9 @@ export async function loadBackbone(
     device: "cpu",
     local_files_only: true,
   });
+  // The session swapped in while hidden states are computed (see hiddenOnly).
+  const sessions = (model as unknown as { sessions: Record<string, FetchingSession> }).sessions;
+  const fullSession = sessions.model, hiddenSession = hiddenOnly(fullSession);
   const config = JSON.parse(await Deno.readTextFile(`${source}/config.json`));
   const special = (key: "bos_token_id" | "eos_token_id"): number | null => {
     const id = config[key] ?? tokenizer[key];
@@ -159,9 +162,7 @@ export async function loadBackbone(
           mask[i * len + j] = 1n;
         })
       );
-      const sessions = (model as unknown as { sessions: Record<string, unknown> }).sessions;
-      const session = sessions.model;
-      sessions.model = hiddenOnly(session as FetchingSession);
+      sessions.model = hiddenSession;
       let out: Record<string, unknown>;
       try {
         out = await model({
@@ -169,7 +170,7 @@ export async function loadBackbone(
           attention_mask: new Tensor("int64", mask, [b, len]),
         });
       } finally {
-        sessions.model = session;
+        sessions.model = fullSession;
       }
       const hidden = out.last_hidden_state as Tensor | undefined;
       if (!hidden) {

@@ -133,7 +133,6 @@ export function auxkLoss(
   const e = untaped(x, () => tf.sub(x, xHat));
   // Local positions within the dead set [B, kAux]; constant (pre is).
   const local = tf.topk(tf.gather(pre, dead, 1), kAux).indices as tf.Tensor2D;
-  const global = () => tf.gather(dead, local) as tf.Tensor as tf.Tensor2D;
   let eHat: tf.Tensor2D;
   if (sparse && dead.shape[0] <= DENSE_DEAD_RATIO * kAux) {
     // Matmuls over the dead rows only: gathered weights [nDead, d], whose gradients scatter back.
@@ -146,7 +145,8 @@ export function auxkLoss(
     eHat = topkDecode(xc, deadW, local, false).decoded;
   } else {
     // Row products (sparse) or the dense formulation, on the selected rows of the whole weights.
-    eHat = topkDecode(xc, w, global(), sparse).decoded;
+    const global = tf.gather(dead, local) as tf.Tensor as tf.Tensor2D;
+    eHat = topkDecode(xc, w, global, sparse).decoded;
   }
   return tf.mean(tf.square(tf.sub(e, eHat))) as tf.Scalar;
 }

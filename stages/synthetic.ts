@@ -58,6 +58,7 @@ import * as tf from "@tensorflow/tfjs";
 import { type Row, writeArrowTable } from "../core/arrow_table.ts";
 import { atomicWrite } from "../core/atomic_write.ts";
 import { configToToml, loadConfig } from "../core/config.ts";
+import { FeatureMoments } from "../core/feature_moments.ts";
 import { type Config, LcblmSchema, SaeSchema } from "../core/config_schema.ts";
 import { selectBackend } from "../core/backends/select_backend.ts";
 import { Adam } from "../core/train/adam.ts";
@@ -160,18 +161,9 @@ export function lcblmSettings(tier: SyntheticTier): Config["lcblm"] {
  * @returns 1 / √(mean over features of the variance).
  */
 export function unitVarianceScale(x: Float32Array, d: number): number {
-  const n = x.length / d;
-  const sum = new Float64Array(d), squares = new Float64Array(d);
-  for (let i = 0; i < n; i++) {
-    for (let j = 0; j < d; j++) {
-      const v = x[i * d + j];
-      sum[j] += v;
-      squares[j] += v * v;
-    }
-  }
-  let variance = 0;
-  for (let j = 0; j < d; j++) variance += squares[j] / n - (sum[j] / n) ** 2;
-  return 1 / Math.sqrt(variance / d);
+  const moments = new FeatureMoments(d);
+  moments.add(x);
+  return 1 / Math.sqrt(moments.totalSquaredDeviation() / (moments.n * d));
 }
 
 /** Trains one model on `data` for `steps` steps; returns its directions and final MSE. */
